@@ -1,0 +1,3 @@
+from alpaca_focuser.cli import main
+
+raise SystemExit(main())
