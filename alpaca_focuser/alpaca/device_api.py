@@ -1,0 +1,85 @@
+"""The device API resource: ``/api/v1/{device_type}/{device_number}/{member}``.
+
+One resource serves every member from the member table, so the Alpaca rules are written once: malformed
+requests get HTTP 400 with a plain-text reason; ASCOM errors go inside a 200 with their number and the value
+type's zero value; every reply carries the exact-case transaction IDs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+
+from alpaca_focuser.alpaca.members import BY_ROUTE, VERBS, Member
+from alpaca_focuser.alpaca.params import BadRequest, Params, parse_uint32
+from alpaca_focuser.alpaca.responses import ZERO_VALUES, TransactionCounter, envelope, send_json, send_text
+from alpaca_focuser.errors import AscomError, NotConnectedError
+from alpaca_focuser.focuser.device import FocuserDevice
+
+log = logging.getLogger(__name__)
+
+DEVICE_TYPE = "focuser"
+
+
+class DeviceResource:
+    def __init__(self, devices: dict[int, FocuserDevice], counter: TransactionCounter) -> None:
+        self.devices = devices
+        self.counter = counter
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, device_type: str, device_number: str,
+               member: str) -> None:
+        self._handle(req, resp, "GET", device_type, device_number, member)
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, device_type: str, device_number: str,
+               member: str) -> None:
+        self._handle(req, resp, "PUT", device_type, device_number, member)
+
+    def _resolve(self, verb: str, device_type: str, device_number: str, member_name: str
+                 ) -> tuple[FocuserDevice, Member]:
+        if device_type != DEVICE_TYPE:
+            hint = " (device types are lower case)" if device_type.lower() == DEVICE_TYPE else ""
+            raise BadRequest(f"Unknown device type {device_type!r}{hint}: this server has only focusers")
+        number = parse_uint32(device_number, "device number")
+        device = self.devices.get(number)
+        if device is None:
+            configured = ", ".join(str(n) for n in sorted(self.devices)) or "none"
+            raise BadRequest(f"Focuser {number} is not configured (configured: {configured})")
+        member = BY_ROUTE.get((member_name, verb))
+        if member is None:
+            if member_name in VERBS:
+                raise falcon.HTTPMethodNotAllowed(list(VERBS[member_name]),
+                                                  description=f"{member_name} does not accept {verb}")
+            raise BadRequest(f"Unknown focuser member {member_name!r} (member names are lower case)")
+        return device, member
+
+    def _handle(self, req: falcon.Request, resp: falcon.Response, verb: str, device_type: str,
+                device_number: str, member_name: str) -> None:
+        try:
+            device, member = self._resolve(verb, device_type, device_number, member_name)
+            params = Params.from_request(req)
+            client_id, client_transaction_id = params.client_ids()
+            args = [params.required(p.name, p.parse) for p in member.params]
+        except BadRequest as exc:
+            log.info("400 %s %s: %s", verb, req.relative_uri, exc)
+            send_text(resp, falcon.HTTP_400, str(exc))
+            return
+        server_transaction_id = self.counter.next()
+        has_value = member.value_type is not None
+        try:
+            if member.needs_connection and not device.connected():
+                raise NotConnectedError(f"{member.name}: focuser {device.device_number} ({device.name()}) is not "
+                                        f"connected")
+            value: Any = member.call(device, *args)
+            body = envelope(client_transaction_id, server_transaction_id, value=value, has_value=has_value)
+        except AscomError as exc:
+            message = exc.message or type(exc).__name__
+            log.log(logging.WARNING if exc.number >= 0x500 else logging.INFO, "%s %s on focuser %d: 0x%X %s",
+                    verb, member.name, device.device_number, exc.number, message)
+            zero = ZERO_VALUES[member.value_type] if member.value_type else None
+            body = envelope(client_transaction_id, server_transaction_id, error_number=exc.number,
+                            error_message=message, value=zero, has_value=has_value)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s %s client=%d -> %s", verb, req.relative_uri, args, client_id, body)
+        send_json(resp, body)

@@ -1,0 +1,132 @@
+"""App assembly: devices from config, the Falcon app, and the running server (waitress + discovery)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import falcon
+import waitress
+from waitress import wasyncore
+
+from alpaca_focuser.alpaca.device_api import DeviceResource
+from alpaca_focuser.alpaca.management import add_management_routes
+from alpaca_focuser.alpaca.responses import TransactionCounter, send_text
+from alpaca_focuser.alpaca.setup_pages import add_setup_routes
+from alpaca_focuser.config import Config
+from alpaca_focuser.drivers import create_driver
+from alpaca_focuser.focuser.device import FocuserDevice
+from alpaca_focuser.state import StateStore
+
+log = logging.getLogger(__name__)
+
+
+def _plain_text_errors(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
+    """Alpaca wants 4xx/5xx bodies as plain text, not Falcon's default JSON."""
+    text = exc.title or "Error"
+    if exc.description:
+        text = f"{text}: {exc.description}"
+    resp.content_type = "text/plain; charset=utf-8"
+    resp.text = text + "\n"
+
+
+def _unexpected_error(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
+    """A bug must cost one request, never the server: log the traceback, answer 500 with a short text."""
+    if isinstance(exc, (falcon.HTTPError, falcon.HTTPStatus)):
+        raise exc  # let Falcon's own handlers deal with these
+    log.exception("Unexpected error handling %s %s", req.method, req.relative_uri)
+    send_text(resp, falcon.HTTP_500, f"Internal server error: {type(exc).__name__}: {exc}")
+
+
+def build_devices(config: Config, store: StateStore) -> dict[int, FocuserDevice]:
+    devices: dict[int, FocuserDevice] = {}
+    for number, cfg in enumerate(config.focusers):
+        driver = create_driver(cfg, saved_position=store.position(number))
+        devices[number] = FocuserDevice(number, cfg, driver, store)
+    return devices
+
+
+def create_app(config: Config, devices: dict[int, FocuserDevice]) -> falcon.App:
+    app = falcon.App(media_type="application/json")
+    app.req_options.strip_url_path_trailing_slash = True
+    app.set_error_serializer(_plain_text_errors)
+    app.add_error_handler(Exception, _unexpected_error)
+    counter = TransactionCounter()
+    app.add_route("/api/v1/{device_type}/{device_number}/{member}", DeviceResource(devices, counter))
+    add_management_routes(app, devices, counter, config.server.location)
+    add_setup_routes(app, devices, config.server.location)
+    return app
+
+
+def listen_addresses(bind: str, port: int) -> str:
+    """waitress ``listen`` value. "::" means both stacks: waitress sets IPV6_V6ONLY, so add 0.0.0.0 too."""
+    if bind in ("::", ""):
+        return f"0.0.0.0:{port} [::]:{port}"
+    if ":" in bind:
+        return f"[{bind}]:{port}"
+    return f"{bind}:{port}"
+
+
+class FocuserServer:
+    """The running server: HTTP on waitress in its own thread, plus the discovery responder."""
+
+    def __init__(self, config: Config, store: StateStore | None = None) -> None:
+        self.config = config
+        self.store = store or StateStore(config.resolved_state_dir())
+        self.devices = build_devices(config, self.store)
+        self.app = create_app(config, self.devices)
+        self.discovery: Any = None
+        self._http: Any = None
+        self._http_thread: threading.Thread | None = None
+        self._stopped = False
+
+    @property
+    def port(self) -> int:
+        """The HTTP port actually bound (config port 0 picks a free one, for tests)."""
+        server = self._http
+        if hasattr(server, "effective_port"):
+            return int(server.effective_port)
+        return int(server.effective_listen[0][1])
+
+    def start(self) -> None:
+        s = self.config.server
+        self._http = waitress.create_server(self.app, listen=listen_addresses(s.bind, s.port), threads=s.threads,
+                                            ident="alpaca-focuser", channel_timeout=120,
+                                            clear_untrusted_proxy_headers=True)
+        self._http_thread = threading.Thread(target=self._http.run, name="http-server", daemon=True)
+        self._http_thread.start()
+        log.info("Alpaca API listening on %s (%d focuser(s))", listen_addresses(s.bind, self.port),
+                 len(self.devices))
+        if self.config.discovery.enabled:
+            from alpaca_focuser.alpaca.discovery import DiscoveryResponder
+
+            d = self.config.discovery
+            self.discovery = DiscoveryResponder(alpaca_port=self.port, port=d.port, bind_address=s.bind,
+                                                ipv6=d.ipv6)
+            try:
+                self.discovery.start()
+            except OSError as exc:
+                # Discovery is a convenience; the focuser must still be usable by address.
+                log.error("Alpaca discovery is off: cannot listen on UDP port %d: %s", d.port, exc)
+                self.discovery = None
+
+    def healthy(self) -> bool:
+        return self._http_thread is not None and self._http_thread.is_alive()
+
+    def stop(self) -> None:
+        """Halt moving focusers, save state, close ports, stop HTTP and discovery. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.discovery is not None:
+            self.discovery.stop()
+        for device in self.devices.values():
+            device.shutdown()
+        if self._http is not None:
+            self._http.task_dispatcher.shutdown(timeout=2)
+            server_map = getattr(self._http, "map", None) or getattr(self._http, "_map", {})
+            wasyncore.close_all(server_map)
+            if self._http_thread is not None:
+                self._http_thread.join(timeout=3)
+        log.info("Server stopped")

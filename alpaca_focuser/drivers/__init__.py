@@ -1,0 +1,26 @@
+"""Hardware drivers behind one small interface (see ``base.py``)."""
+
+from __future__ import annotations
+
+from alpaca_focuser.config import FocuserConfig
+from alpaca_focuser.drivers.base import DriverCapabilities, DriverStatus, FocuserDriver
+
+
+def create_driver(cfg: FocuserConfig, *, saved_position: int | None = None) -> FocuserDriver:
+    """Build the driver a ``[[focuser]]`` table asks for. ``saved_position`` seeds the simulator; real
+    hardware reports its own position, which always wins."""
+    if cfg.driver == "simulator":
+        from alpaca_focuser.drivers.simulator import SimulatorDriver
+
+        start = min(max(saved_position or 0, 0), cfg.max_step)
+        return SimulatorDriver(speed=float(cfg.speed or 2000), position=start, temperature=cfg.temperature)
+    if cfg.driver == "moonlite":
+        from alpaca_focuser.drivers.moonlite import MoonliteDriver
+
+        assert cfg.port is not None  # guaranteed by config validation
+        return MoonliteDriver(cfg.port, baud=cfg.baud, read_timeout=cfg.read_timeout, speed_code=cfg.speed,
+                              half_step=cfg.half_step, name=cfg.name)
+    raise ValueError(f"unknown driver {cfg.driver!r}")
+
+
+__all__ = ["DriverCapabilities", "DriverStatus", "FocuserDriver", "create_driver"]
