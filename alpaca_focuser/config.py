@@ -147,7 +147,7 @@ def _server(data: Any, source: str) -> ServerConfig:
             raise t.fail("bind", f"must be an IP address such as \"0.0.0.0\" or \"::\", got {bind!r}") from None
     cfg = ServerConfig(
         bind=bind,
-        port=t.integer("port", d.port, 1, 65535),
+        port=t.integer("port", d.port, 0, 65535),  # 0: any free port (tests)
         location=t.text("location", d.location),
         threads=t.integer("threads", d.threads, 1, 64),
         state_dir=t.text("state_dir", d.state_dir, allow_empty=False),
@@ -161,7 +161,7 @@ def _discovery(data: Any, source: str) -> DiscoveryConfig:
     d = DiscoveryConfig()
     cfg = DiscoveryConfig(
         enabled=t.get("enabled", bool, d.enabled),
-        port=t.integer("port", d.port, 1, 65535),
+        port=t.integer("port", d.port, 0, 65535),  # 0: any free port (tests)
         ipv6=t.get("ipv6", bool, d.ipv6),
     )
     t.check_unknown()
