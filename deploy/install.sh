@@ -64,10 +64,19 @@ fi
 #    user's git clone (pip builds in the source tree).
 BUILD_DIR="$(mktemp -d)"
 trap 'rm -rf "$BUILD_DIR"' EXIT
+mkdir "$BUILD_DIR/src"
 tar -C "$SRC" --exclude=.git --exclude=build --exclude=dist --exclude='*.egg-info' --exclude=__pycache__ \
-    --exclude=.venv -cf - . | tar -C "$BUILD_DIR" -xf -
+    --exclude=.venv -cf - . | tar -C "$BUILD_DIR/src" -xf -
 say "Installing alpaca-focuser from $SRC"
-"$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade "$BUILD_DIR"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${PIP[@]}" wheel --quiet --no-deps --wheel-dir "$BUILD_DIR/dist" "$BUILD_DIR/src"
+WHEELS=("$BUILD_DIR"/dist/*.whl)
+# A version bump upgrades normally, dependencies first. pip calls an unchanged version "already satisfied",
+# so the code is then reinstalled explicitly (a `git pull` without a bump must still take effect), and a
+# last pass adds any dependency that the new code declares.
+"${PIP[@]}" install --upgrade "${WHEELS[0]}"
+"${PIP[@]}" install --force-reinstall --no-deps "${WHEELS[0]}"
+"${PIP[@]}" install "${WHEELS[0]}"
 if [[ -f "$SRC/README.md" ]]; then
     install -m 0644 "$SRC/README.md" "$APP_DIR/README.md"  # the unit's Documentation= points here
 fi

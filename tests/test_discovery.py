@@ -84,6 +84,13 @@ def _ask(family: int, host: str, port: int, payload: bytes = REQUEST, timeout: f
             return None
 
 
+def _eventually(condition: Callable[[], bool], within: float = 1.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("family_host", FAMILIES)
 def test_valid_request_gets_exactly_the_alpaca_port(make_responder: Factory,
                                                      family_host: tuple[int, str]) -> None:
@@ -94,7 +101,7 @@ def test_valid_request_gets_exactly_the_alpaca_port(make_responder: Factory,
         reply, source = sock.recvfrom(2048)
     assert reply == b'{"AlpacaPort":4567}'
     assert source[1] == _port(responder, family)  # answered from the discovery socket itself
-    assert responder.replies_sent == 1
+    _eventually(lambda: responder.replies_sent == 1)  # counted just after the reply left
 
 
 @pytest.mark.parametrize("family_host", FAMILIES)
@@ -205,7 +212,7 @@ def test_bind_address_ipv4_loopback(make_responder: Factory) -> None:
     assert _ask(socket.AF_INET, "127.0.0.1", _port(responder, socket.AF_INET)) == b'{"AlpacaPort":11111}'
     if responder.ipv6_port is not None:  # an IPv4 HTTP address is never advertised over IPv6
         assert _ask(socket.AF_INET6, "::1", responder.ipv6_port, timeout=0.3) is None
-        assert responder.requests_ignored == 1
+        _eventually(lambda: responder.requests_ignored == 1)
 
 
 @needs_ipv6
@@ -257,7 +264,7 @@ def test_host_without_ipv6_carries_on_with_ipv4(make_responder: Factory, monkeyp
         return real_socket(family, *args, **kwargs)  # type: ignore[arg-type]
 
     caplog.set_level(logging.INFO, logger=discovery.__name__)
-    monkeypatch.setattr(discovery.socket, "socket", no_ipv6)
+    monkeypatch.setattr(socket, "socket", no_ipv6)  # the module the responder uses
     responder = make_responder()
     monkeypatch.undo()
     assert responder.ipv6_port is None

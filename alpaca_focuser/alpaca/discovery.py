@@ -19,7 +19,8 @@ an address it can actually reach):
   are never answered.
 * A specific IPv6 address: the same with IPV6_PKTINFO and ``/proc/net/if_inet6``; IPv4 requests are never
   answered.
-* ``127.0.0.1`` / ``::1``: the interface is ``lo``, so only clients on the Pi itself get an answer.
+* ``127.0.0.1`` / ``::1``: the interface is ``lo``, so only clients on the Pi itself get an answer;
+  ``"localhost"`` means both of them.
 
 Each sender IP gets at most ``max_replies_per_second`` answers per second (token bucket); the excess is ignored
 and logged once per sender until that sender has been quiet for 10 s.
@@ -107,15 +108,15 @@ class _RateLimiter:
             del self._buckets[sender]
 
 
-def _parse_bind_address(bind_address: str) -> tuple[IPAddress | None, int | None]:
-    """(address, scope ifindex) for a specific address, (None, None) for a wildcard."""
+def _parse_bind_address(bind_address: str) -> list[tuple[IPAddress, int | None]]:
+    """[(address, scope ifindex)] for a specific address; [] for a wildcard; both loopbacks for "localhost"."""
     host = bind_address.strip()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if host in _WILDCARDS:
-        return None, None
-    if host == "localhost":
-        host = "127.0.0.1"
+        return []
+    if host == "localhost":  # the HTTP server may listen on either loopback address
+        return [(ipaddress.ip_address("127.0.0.1"), None), (ipaddress.ip_address("::1"), None)]
     host, _, scope = host.partition("%")
     try:
         address = ipaddress.ip_address(host)
@@ -124,7 +125,37 @@ def _parse_bind_address(bind_address: str) -> tuple[IPAddress | None, int | None
     scope_index: int | None = None
     if scope:
         scope_index = int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
-    return address, scope_index
+    return [(address, scope_index)]
+
+
+class _BoundAddress:
+    """A specific HTTP address and the index of the interface holding it (looked up lazily, see docstring)."""
+
+    def __init__(self, address: IPAddress, scope: int | None) -> None:
+        self.address = address
+        self.scope = scope
+        self._ifindex = scope
+        self._next_lookup = 0.0
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET if self.address.version == 4 else socket.AF_INET6
+
+    def ifindex(self) -> int | None:
+        # Retried while unknown: at boot the address may appear after we start (DHCP, Wi-Fi).
+        if self._ifindex is None and time.monotonic() >= self._next_lookup:
+            self._next_lookup = time.monotonic() + _LOOKUP_RETRY_S
+            if isinstance(self.address, ipaddress.IPv4Address):
+                self._ifindex = _ipv4_ifindex(self.address)
+            else:
+                self._ifindex = _ipv6_ifindex(self.address)
+        return self._ifindex
+
+    def source_pktinfo(self) -> tuple[int, int, bytes]:
+        """Ancillary data that makes a reply's source this address (clients take the server address from it)."""
+        if self.family == socket.AF_INET:
+            return socket.IPPROTO_IP, _IP_PKTINFO, struct.pack("=i4s4s", 0, self.address.packed, bytes(4))
+        return socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, struct.pack("=16sI", self.address.packed, self.scope or 0)
 
 
 def _ipv4_ifindex(address: ipaddress.IPv4Address) -> int | None:
@@ -188,9 +219,7 @@ class DiscoveryResponder:
         self._alpaca_port = alpaca_port
         self._port = port
         self._ipv6 = ipv6
-        self._bind, self._bind_scope = _parse_bind_address(bind_address)
-        self._bind_index: int | None = self._bind_scope
-        self._next_lookup = 0.0
+        self._binds = [_BoundAddress(a, scope) for a, scope in _parse_bind_address(bind_address)]  # []: wildcard
         self._multicast_interfaces = None if multicast_interfaces is None else frozenset(multicast_interfaces)
         self._joined: set[int] = set()
         self._reply = json.dumps({"AlpacaPort": alpaca_port}, separators=(",", ":")).encode()
@@ -199,6 +228,7 @@ class DiscoveryResponder:
         self._sock6: socket.socket | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        self._ports: tuple[int | None, int | None] = (None, None)
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -207,18 +237,13 @@ class DiscoveryResponder:
 
     @property
     def ipv4_port(self) -> int | None:
-        return self._sock4.getsockname()[1] if self._sock4 is not None else None
+        """The bound IPv4 port while started (useful with port=0), else None."""
+        return self._ports[0]
 
     @property
     def ipv6_port(self) -> int | None:
-        return self._sock6.getsockname()[1] if self._sock6 is not None else None
-
-    def __enter__(self) -> DiscoveryResponder:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
+        """The bound IPv6 port while started; None when stopped, disabled or IPv6 is unavailable."""
+        return self._ports[1]
 
     def start(self) -> None:
         with self._lock:
@@ -227,15 +252,21 @@ class DiscoveryResponder:
             self._stopping.clear()
             self._joined.clear()
             self._sock4 = self._open_ipv4()
-            if self._ipv6:
-                self._sock6 = self._open_ipv6(self._sock4.getsockname()[1])
-            self._wake_r, self._wake_w = socket.socketpair()
+            port4 = self._sock4.getsockname()[1]
+            self._sock6 = self._open_ipv6(port4) if self._ipv6 else None
+            try:
+                self._wake_r, self._wake_w = socket.socketpair()
+            except OSError:
+                self._close_sockets()
+                raise
             self._wake_r.setblocking(False)
+            self._ports = (port4, self._sock6.getsockname()[1] if self._sock6 else None)
             self._thread = threading.Thread(target=self._run, name="alpaca-discovery", daemon=True)
             self._thread.start()
         log.info("Alpaca discovery listening on UDP port %s (IPv4)%s, answering AlpacaPort %d%s", self.ipv4_port,
                  f" and {self.ipv6_port} (IPv6)" if self._sock6 else "", self._alpaca_port,
-                 f" for clients that can reach {self._bind}" if self._bind else "")
+                 f" for clients that can reach {' or '.join(str(b.address) for b in self._binds)}"
+                 if self._binds else "")
 
     def stop(self) -> None:
         with self._lock:
@@ -251,10 +282,14 @@ class DiscoveryResponder:
             if thread.is_alive():
                 log.warning("Alpaca discovery thread did not stop within 1 s")
         with self._lock:
-            for sock in (self._sock4, self._sock6, self._wake_r, self._wake_w):
-                if sock is not None:
-                    sock.close()
-            self._sock4 = self._sock6 = self._wake_r = self._wake_w = None
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for sock in (self._sock4, self._sock6, self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._sock4 = self._sock6 = self._wake_r = self._wake_w = None
+        self._ports = (None, None)
 
     # -- sockets -------------------------------------------------------------------------------------------------
 
@@ -358,16 +393,17 @@ class DiscoveryResponder:
         if flags & socket.MSG_TRUNC or not is_discovery_request(data):
             log.debug("Alpaca discovery: ignoring %d bytes from %s: %r", len(data), addr, data[:32])
             return False
-        if not self._reachable(sock.family, ancdata):
-            log.debug("Alpaca discovery: %s asked on an interface without %s; not answering", addr, self._bind)
+        bound = self._reachable(sock.family, ancdata)
+        if bound is False:
+            log.debug("Alpaca discovery: %s asked on an interface without the HTTP address; not answering", addr)
             return False
         if not self._limiter.allow(str(addr[0]), time.monotonic()):
             return False
         try:
-            if self._bind is None:
+            if bound is True:
                 sock.sendto(self._reply, addr)
             else:
-                sock.sendmsg([self._reply], [self._source_pktinfo(sock.family)], 0, addr)
+                sock.sendmsg([self._reply], [bound.source_pktinfo()], 0, addr)
         except OSError as exc:
             log.warning("Alpaca discovery: cannot reply to %s: %s", addr, exc)
             return False
@@ -375,32 +411,16 @@ class DiscoveryResponder:
         log.debug("Alpaca discovery: answered %s", addr)
         return True
 
-    def _reachable(self, family: int, ancdata: list[tuple[int, int, bytes]]) -> bool:
-        if self._bind is None:
+    def _reachable(self, family: int, ancdata: list[tuple[int, int, bytes]]) -> _BoundAddress | bool:
+        """True: answer (wildcard); a _BoundAddress: answer from that address; False: stay silent."""
+        if not self._binds:
             return True
-        if (family == socket.AF_INET) != (self._bind.version == 4):
-            return False
+        candidates = [bound for bound in self._binds if bound.family == family]
         info = _pktinfo(family, ancdata)
-        if info is None:
-            return False  # cannot tell where it came from: stay silent rather than advertise an unreachable address
+        if not candidates or info is None:
+            return False  # wrong family, or cannot tell where it came from: never advertise an unreachable address
         ifindex, local_addresses = info
-        if self._bind.packed in local_addresses:
-            return True
-        return ifindex == self._bound_ifindex()
-
-    def _bound_ifindex(self) -> int | None:
-        # Looked up lazily and retried, because at boot the address may appear after we start (DHCP).
-        if self._bind_index is None and self._bind is not None and time.monotonic() >= self._next_lookup:
-            self._next_lookup = time.monotonic() + _LOOKUP_RETRY_S
-            if isinstance(self._bind, ipaddress.IPv4Address):
-                self._bind_index = _ipv4_ifindex(self._bind)
-            else:
-                self._bind_index = _ipv6_ifindex(self._bind)
-        return self._bind_index
-
-    def _source_pktinfo(self, family: int) -> tuple[int, int, bytes]:
-        """Ancillary data that makes the reply's source address the HTTP address (clients use the source)."""
-        assert self._bind is not None
-        if family == socket.AF_INET:
-            return socket.IPPROTO_IP, _IP_PKTINFO, struct.pack("=i4s4s", 0, self._bind.packed, bytes(4))
-        return socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, struct.pack("=16sI", self._bind.packed, self._bind_scope or 0)
+        for bound in candidates:
+            if bound.address.packed in local_addresses or ifindex == bound.ifindex():
+                return bound
+        return False
