@@ -71,8 +71,12 @@ def listen_addresses(bind: str, port: int) -> str:
 class FocuserServer:
     """The running server: HTTP on waitress in its own thread, plus the discovery responder."""
 
-    def __init__(self, config: Config, store: StateStore | None = None) -> None:
+    def __init__(self, config: Config, store: StateStore | None = None,
+                 multicast_interfaces: tuple[str, ...] | None = None) -> None:
+        """``multicast_interfaces`` limits the IPv6 discovery group joins (None: every interface); tests pass
+        () so that no multicast membership report ever leaves the machine."""
         self.config = config
+        self.multicast_interfaces = multicast_interfaces
         self.store = store or StateStore(config.resolved_state_dir())
         self.devices = build_devices(config, self.store)
         self.app = create_app(config, self.devices)
@@ -103,7 +107,7 @@ class FocuserServer:
 
             d = self.config.discovery
             self.discovery = DiscoveryResponder(alpaca_port=self.port, port=d.port, bind_address=s.bind,
-                                                ipv6=d.ipv6)
+                                                ipv6=d.ipv6, multicast_interfaces=self.multicast_interfaces)
             try:
                 self.discovery.start()
             except OSError as exc:

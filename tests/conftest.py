@@ -70,7 +70,8 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., FocuserServer]]:
     servers: list[FocuserServer] = []
 
     def factory(*focusers: dict[str, Any], **kwargs: Any) -> FocuserServer:
-        server = FocuserServer(make_config(tmp_path, *focusers, **kwargs))
+        # No IPv6 multicast joins in tests: a join sends an MLD report out of real interfaces.
+        server = FocuserServer(make_config(tmp_path, *focusers, **kwargs), multicast_interfaces=())
         server.start()
         servers.append(server)
         return server
