@@ -1,8 +1,9 @@
-"""The Moonlite focuser serial protocol as a pure codec: bytes in, values out, nothing else.
+"""The Moonlite focuser serial protocol: a pure codec, a framer, and one transaction on a port.
 
 A request is ``:`` + command + optional payload + ``#`` with numbers in upper-case hex (``:SN1A2B#``). Replies
-are bare (``1A2B#``, ``01#``) and set/action commands get none at all. Everything here works on bytes so it is
-tested without a port; the only I/O is ``read_reply``, which takes any object with pyserial's ``read``.
+are bare (``1A2B#``, ``01#``) and set/action commands get none at all. The codec works on bytes so it is
+tested without a port; the only I/O is ``read_reply`` and ``MoonliteLink``, which take any object with
+pyserial's ``read``/``write``/``in_waiting``/``reset_input_buffer`` (a test fake will do). Starts no threads.
 
 Validation is deliberately strict on shape (exact length, hex digits only, ``#`` terminated) because a serial
 line at 9600 baud delivers noise, reboot chatter and late replies, and a misparsed reply would become a wrong
@@ -13,10 +14,14 @@ from __future__ import annotations
 
 import logging
 import string
+import threading
 import time
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Callable, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 TERMINATOR = b"#"
 MAX_POSITION = 0xFFFF
@@ -24,6 +29,8 @@ MAX_POSITION = 0xFFFF
 STEP_DELAY_CODES: tuple[int, ...] = (2, 4, 8, 16, 32)
 #: The longest valid reply is ``XXXX#``; a little slack so a clone's odd reply is reported, not truncated.
 MAX_REPLY_LENGTH = 16
+#: After a bad reply, a pause so a late one lands before the next command's flush.
+DRAIN_TIME = 0.05
 
 _HEX = frozenset(string.hexdigits)  # both cases: lenient on case, strict on characters
 
@@ -49,10 +56,43 @@ class ReplyTimeout(ProtocolError):
     """No complete reply before the deadline (the controller is silent, rebooting or too slow)."""
 
 
+class NoController(ReplyTimeout):
+    """The handshake got no valid ``GV`` reply: nothing (sensible) is listening on the port."""
+
+
+class Cancelled(Exception):
+    """The owner asked to stop while a handshake or state read was in progress."""
+
+
+@dataclass(frozen=True)
+class ControllerState:
+    """What a controller reports right after the handshake."""
+
+    version: str
+    position: int
+    moving: bool
+    temperature: float | None  # None: no valid GT reply (the firmware has no temperature support)
+    step_delay: int | None  # None: a clone that does not answer GD
+    half_step: bool | None  # None: a clone that does not answer GH
+
+
 class ReadablePort(Protocol):
     """What ``read_reply`` needs from a pyserial ``Serial`` opened with a finite ``timeout``."""
 
     def read(self, size: int = 1) -> bytes: ...
+
+    @property
+    def in_waiting(self) -> int: ...
+
+
+class SerialPort(ReadablePort, Protocol):
+    """What ``MoonliteLink`` needs from a pyserial ``Serial``."""
+
+    def write(self, data: bytes) -> int | None: ...
+
+    def reset_input_buffer(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 # --- encoders -------------------------------------------------------------------------------------------------
@@ -211,24 +251,113 @@ class ReplyReader:
 
 
 def read_reply(port: ReadablePort, timeout: float, max_length: int = MAX_REPLY_LENGTH) -> bytes:
-    """Read one ``#``-terminated reply from ``port`` within ``timeout`` seconds.
+    """Read one ``#``-terminated reply from ``port`` within ``timeout`` seconds and return it (with the ``#``).
 
-    Reads byte-wise up to the first ``#`` so nothing after it is consumed (the caller flushes before the next
-    command anyway). Each ``read`` blocks at most the port's own timeout, so the deadline can overrun by one
-    port timeout at worst. Raises ReplyTimeout, or ProtocolError for an overlong frame. Serial errors
-    (SerialException, OSError) propagate: they mean the port itself failed, not the reply.
+    Reads what is waiting in one call (a loaded Pi must not need one wake-up per byte). Bytes after the first
+    ``#`` are dropped: the caller flushes before every command anyway. The deadline is only enforced while
+    nothing is waiting, so a reply that has fully arrived is never discarded because this thread was slow to
+    run; ``max_length`` bounds a trickle of noise. A blocking ``read`` waits at most the port's own timeout,
+    so the deadline can overrun by one port timeout. Raises ReplyTimeout, or ProtocolError for an overlong
+    frame. Serial errors (SerialException, OSError) propagate: the port failed, not the reply.
     """
     deadline = time.monotonic() + timeout
-    received = bytearray()
+    reader = ReplyReader(max_length)
     while True:
-        chunk = port.read(1)
+        chunk = port.read(port.in_waiting or 1)
         if chunk:
-            received += chunk
-            if chunk == TERMINATOR:
-                return bytes(received)
-            if len(received) >= max_length:
-                raise ProtocolError(f"no '#' within {max_length} bytes: {bytes(received)!r}")
-        if time.monotonic() >= deadline:
-            if received:
-                raise ReplyTimeout(f"partial reply {bytes(received)!r} after {timeout:.2f} s")
+            frames = reader.feed(chunk)
+            if frames:
+                return frames[0]
+        if time.monotonic() >= deadline and not port.in_waiting:
+            if reader.buffer:
+                raise ReplyTimeout(f"partial reply {bytes(reader.buffer)!r} after {timeout:.2f} s")
             raise ReplyTimeout(f"no reply within {timeout:.2f} s")
+
+
+# --- transactions -------------------------------------------------------------------------------------------------
+class MoonliteLink:
+    """Request/reply transactions on one open port. Not thread-safe: one owner thread uses it.
+
+    Serial errors (SerialException, OSError, termios.error) propagate untouched: they mean the port failed.
+    Bad or missing replies raise ProtocolError/ReplyTimeout: the caller decides how often to retry.
+    """
+
+    def __init__(self, port: SerialPort, read_timeout: float) -> None:
+        self.port = port
+        self.read_timeout = read_timeout
+        self.transactions = 0  # commands written to the line
+
+    def send(self, frame: bytes) -> None:
+        # Flush first: a late or unsolicited reply must never be read as the answer to this command.
+        self.port.reset_input_buffer()
+        self.port.write(frame)  # pyserial writes it all or raises on write_timeout
+        self.transactions += 1
+
+    def query(self, cmd: str, parser: Callable[[bytes], T], timeout: float | None = None) -> T:
+        """Send ``:cmd#`` and return the parsed reply."""
+        self.send(encode_command(cmd))
+        return parser(read_reply(self.port, self.read_timeout if timeout is None else timeout))
+
+    def query_retry(self, cmd: str, parser: Callable[[bytes], T], tries: int, stop: threading.Event) -> T:
+        """``query`` up to ``tries`` times; the last ProtocolError propagates. Raises Cancelled on ``stop``."""
+        for attempt in range(tries):
+            if stop.is_set():
+                raise Cancelled()
+            try:
+                return self.query(cmd, parser)
+            except ProtocolError:
+                if attempt == tries - 1:
+                    raise
+                stop.wait(DRAIN_TIME)  # let a late reply land, so the next flush catches it
+        raise ValueError("tries must be at least 1")
+
+    def query_optional(self, cmd: str, parser: Callable[[bytes], T], stop: threading.Event) -> T | None:
+        """A query some clones do not answer: None instead of an error."""
+        try:
+            return self.query_retry(cmd, parser, 2, stop)
+        except ProtocolError as exc:
+            log.info("no valid reply to :%s# (%s); ignoring", cmd, exc)
+            return None
+
+    def handshake(self, timeout: float, stop: threading.Event) -> str:
+        """The firmware version, retrying ``GV`` for ``timeout`` s: most Arduino controllers reboot when the
+        port opens (DTR) and ignore commands for 1-2 s. Raises NoController, or Cancelled on ``stop``."""
+        deadline = time.monotonic() + timeout
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            try:
+                version = self.query(GET_VERSION, parse_version, max(0.05, min(self.read_timeout, remaining)))
+            except ProtocolError as exc:
+                log.debug("handshake: %s", exc)
+                if time.monotonic() >= deadline:
+                    raise NoController(f"no valid reply to :GV# within {timeout:.1f} s ({exc})") from exc
+                stop.wait(DRAIN_TIME)  # garbage comes back at once: do not spin
+                continue
+            stop.wait(DRAIN_TIME)
+            self.port.reset_input_buffer()  # boot chatter and duplicate replies to the retried GV
+            return version
+        raise Cancelled()
+
+    def initialise(self, stop: threading.Event, handshake_timeout: float, *, speed_code: int | None = None,
+                   half_step: bool | None = None, tries: int = 3) -> ControllerState:
+        """Handshake, apply the configured settings, and read the controller's whole state.
+
+        Raises NoController (no handshake), ProtocolError (answered GV, then nonsense), Cancelled (``stop``).
+        """
+        version = self.handshake(handshake_timeout, stop)
+        if speed_code is not None:
+            self.send(encode_step_delay(speed_code))
+        if half_step is not None:
+            self.send(encode_half_step(half_step))
+        step_delay = self.query_optional(GET_STEP_DELAY, parse_step_delay, stop)
+        half = self.query_optional(GET_HALF_STEP, parse_half_step, stop)
+        if speed_code is not None and step_delay != speed_code:  # most clones ignore SD: worth a line in the log
+            log.warning("step delay %s requested, the controller reports %s", speed_code, step_delay)
+        if half_step is not None and half != half_step:
+            log.warning("half step %s requested, the controller reports %s", half_step, half)
+        self.send(encode_command(START_CONVERSION))
+        temperature = self.query_optional(GET_TEMPERATURE, parse_temperature, stop)
+        moving = self.query_retry(GET_MOVING, parse_moving, tries, stop)
+        position = self.query_retry(GET_POSITION, parse_position, tries, stop)  # after GI: a move may just end
+        return ControllerState(version=version, position=position, moving=moving, temperature=temperature,
+                               step_delay=step_delay, half_step=half)
