@@ -126,6 +126,8 @@ class FocuserServer:
         if self.discovery is not None:
             self.discovery.stop()
         for device in self.devices.values():
+            device.halt_for_shutdown()  # all motors at once, before waiting on any of them
+        for device in self.devices.values():
             device.shutdown()
         if self._http is not None:
             self._http.task_dispatcher.shutdown(timeout=2)

@@ -13,7 +13,6 @@ import falcon
 
 from alpaca_focuser import __version__
 from alpaca_focuser.alpaca.params import BadRequest, parse_uint32
-from alpaca_focuser.alpaca.responses import send_text
 from alpaca_focuser.focuser.device import FocuserDevice
 
 STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
@@ -60,7 +59,11 @@ class FocuserSetupPage:
             if device is None:
                 raise BadRequest(f"Focuser {number} is not configured")
         except BadRequest as exc:
-            send_text(resp, falcon.HTTP_400, str(exc))
+            # The Management API: "an HTTP status code of 403 indicates that an invalid URL was sent to the
+            # /setup browser interface", with an HTML body like every other /setup reply.
+            resp.status = falcon.HTTP_403
+            resp.content_type = "text/html; charset=utf-8"
+            resp.text = _page("No such device", f"<p>{escape(str(exc))}</p><p><a href=\"/setup\">All devices</a></p>")
             return
         cfg = device.cfg
         info = _table([

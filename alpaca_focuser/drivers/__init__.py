@@ -10,9 +10,13 @@ def create_driver(cfg: FocuserConfig, *, saved_position: int | None = None) -> F
     """Build the driver a ``[[focuser]]`` table asks for. ``saved_position`` seeds the simulator; real
     hardware reports its own position, which always wins."""
     if cfg.driver == "simulator":
-        from alpaca_focuser.drivers.simulator import SimulatorDriver
+        from alpaca_focuser.drivers.simulator import SIMULATOR_MAX_POSITION, SimulatorDriver
 
-        start = min(max(saved_position or 0, 0), cfg.max_step)
+        if cfg.absolute:
+            start = min(max(saved_position or 0, 0), cfg.max_step)
+        else:
+            # A relative focuser's internal counter starts mid-range, so it can move inward as far as outward.
+            start = saved_position if saved_position is not None else SIMULATOR_MAX_POSITION // 2
         return SimulatorDriver(speed=float(cfg.speed or 2000), position=start, temperature=cfg.temperature)
     if cfg.driver == "moonlite":
         from alpaca_focuser.drivers.moonlite import MoonliteDriver

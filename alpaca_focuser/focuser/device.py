@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 INTERFACE_VERSION = 4
 DRIVER_VERSION = ".".join(__version__.split(".")[:2])  # ASCOM wants "n.n"
+SHUTDOWN_HALT_WAIT = 1.5  # seconds to wait for a halted motor to report stopped before saving its position
 CONNECT_TIMEOUT = 15.0  # seconds a Connected=true PUT waits; the Moonlite handshake alone may take ~3 s
 
 
@@ -49,14 +51,19 @@ class FocuserDevice:
         self._connected = False
         self._pending: Future[None] | None = None  # the Connect/Disconnect in progress, if any
         self._temp_comp = False
+        self._shutting_down = False
         self.engine = MotionEngine(driver, name=f"focuser{device_number}", max_step=cfg.max_step,
                                    max_increment=cfg.max_increment, absolute=cfg.absolute,
                                    on_move_end=self._save_position)
         self.engine.start()
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
-    def shutdown(self) -> None:
-        """Halt a moving motor, save the position, close the hardware. Used on SIGTERM."""
+    def halt_for_shutdown(self) -> None:
+        """First step of shutdown: stop a moving motor. Separate from ``shutdown`` so a server with several
+        focusers halts them all at once before waiting for any of them."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
         try:
             status = self.driver.status()
             if status.connected and status.moving:
@@ -64,6 +71,15 @@ class FocuserDevice:
                 self.driver.halt()
         except Exception:
             log.exception("Focuser %d: halt at shutdown failed", self.device_number)
+
+    def shutdown(self) -> None:
+        """Halt a moving motor, save the position where it stopped, close the hardware. Used on SIGTERM."""
+        self.halt_for_shutdown()
+        # halt() only queues the command: wait (bounded) for the driver to see the motor stop, so the position
+        # saved below is where it really stopped, not the last reading before the halt.
+        deadline = time.monotonic() + SHUTDOWN_HALT_WAIT
+        while self.driver.status().moving and time.monotonic() < deadline:
+            time.sleep(0.02)
         self.engine.stop()
         self._save_position(None)
         try:

@@ -64,7 +64,7 @@ class MotionEngine:
         Absolute: "the Position parameter ... is an integer between 0 and MaxStep"; beyond the limits the
         focuser "will automatically stop at the limit", so we clamp without error. A move of more than
         MaxIncrement steps (measured after clamping) is refused. Relative: a step distance in
-        -MaxIncrement..+MaxIncrement; the travel is still limited to 0..MaxStep.
+        -MaxIncrement..+MaxIncrement, limited only by the hardware's step counter.
         """
         if self.absolute:
             target = min(max(requested, 0), self.max_step)
@@ -78,7 +78,8 @@ class MotionEngine:
             raise InvalidValueError(
                 f"Relative move of {requested} steps is outside -{self.max_increment}..+{self.max_increment} "
                 f"(MaxIncrement)")
-        return min(max(current + requested, 0), self.max_step)
+        # A relative focuser has no 0..MaxStep frame: only the hardware's own counter limits the travel.
+        return min(max(current + requested, 0), self.driver.capabilities().max_position)
 
     def move(self, requested: int) -> int:
         """Start (or retarget) a move; returns at once with the driver reporting motion. Returns the target."""
