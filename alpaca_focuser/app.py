@@ -8,7 +8,7 @@ from typing import Any
 
 import falcon
 import waitress
-from waitress import wasyncore
+from waitress import trigger, wasyncore
 
 from alpaca_focuser.alpaca.device_api import DeviceResource
 from alpaca_focuser.alpaca.management import add_management_routes
@@ -132,7 +132,13 @@ class FocuserServer:
         if self._http is not None:
             self._http.task_dispatcher.shutdown(timeout=2)
             server_map = getattr(self._http, "map", None) or getattr(self._http, "_map", {})
-            wasyncore.close_all(server_map)
+            # Close the sockets on the loop's own thread: closing them from here while the loop sits in
+            # select() hands it dead file descriptors (EBADF). The trigger also wakes the loop at once.
+            triggers = [d for d in server_map.values() if isinstance(d, trigger.trigger)]
+            if triggers and self._http_thread is not None and self._http_thread.is_alive():
+                triggers[0].pull_trigger(lambda: wasyncore.close_all(server_map))
+                self._http_thread.join(timeout=3)
+            wasyncore.close_all(server_map)  # no-op when the loop already did it
             if self._http_thread is not None:
                 self._http_thread.join(timeout=3)
         log.info("Server stopped")

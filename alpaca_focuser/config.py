@@ -78,6 +78,23 @@ class Config:
         return Path(base) / "alpaca-focuser"
 
 
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "an array",
+               dict: "a table"}
+
+
+def _toml_repr(value: Any) -> str:
+    """A value as the user wrote it in TOML (true, "text"), not as Python prints it (True, 'text')."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
 class _Table:
     """Typed access to one TOML table that records which keys were read, so leftovers can be reported."""
 
@@ -104,8 +121,9 @@ class _Table:
         else:
             ok = isinstance(value, kinds)
         if not ok:
-            names = " or ".join(k.__name__.replace("str", "string").replace("int", "integer") for k in kinds)
-            raise self.fail(key, f"must be a {names}, got {value!r}")
+            shown = [k for k in kinds if not (k is int and float in kinds)]  # "a number" covers integers
+            names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in shown)
+            raise self.fail(key, f"must be {names}, got {_toml_repr(value)}")
         return value
 
     def integer(self, key: str, default: Any, lo: int, hi: int) -> Any:

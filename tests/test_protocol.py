@@ -873,3 +873,15 @@ def test_setup_page_static_files(client: Client) -> None:
         reply = client.simulate_get(src)
         assert reply.status_code == 200, src
     assert client.simulate_get("/static/../config.py").status_code == 404
+
+
+def test_disconnect_right_after_connect_ends_disconnected(client: Client) -> None:
+    """Disconnect() while a Connect() is still in progress is queued behind it, not dropped."""
+    ok(put(client, "connect"))
+    assert value(client, "connecting") is True
+    ok(put(client, "disconnect"))
+    deadline = time.monotonic() + 5
+    while value(client, "connecting") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert value(client, "connecting") is False
+    assert value(client, "connected") is False

@@ -49,7 +49,8 @@ class FocuserDevice:
         self.unique_id = store.unique_id(device_number)
         self._lock = threading.Lock()
         self._connected = False
-        self._pending: Future[None] | None = None  # the Connect/Disconnect in progress, if any
+        self._pending: Future[None] | None = None  # the last Connect/Disconnect queued, if any
+        self._pending_connect = False  # whether that one connects
         self._temp_comp = False
         self._shutting_down = False
         self.engine = MotionEngine(driver, name=f"focuser{device_number}", max_step=cfg.max_step,
@@ -123,12 +124,16 @@ class FocuserDevice:
         """Queue a Connect or Disconnect unless it is already done or under way (both are idempotent)."""
         with self._lock:
             if self._pending is not None and not self._pending.done():
-                return self._pending
-            if self._connected == connect:
+                if self._pending_connect == connect:
+                    return self._pending
+                # The opposite operation is under way: queue ours behind it (the worker runs jobs in order),
+                # so Connect followed at once by Disconnect really ends disconnected.
+            elif self._connected == connect:
                 done: Future[None] = Future()
                 done.set_result(None)
                 return done
             job = self._do_connect if connect else self._do_disconnect
+            self._pending_connect = connect
             self._pending = self.engine.submit(job)
             self._pending.add_done_callback(self._log_failure)
             return self._pending
