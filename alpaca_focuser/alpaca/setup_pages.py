@@ -21,7 +21,7 @@ STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; char
 def _page(title: str, body: str) -> str:
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{escape(title)}</title><link rel=\"stylesheet\" href=\"/static/style.css\"></head>"
+            f"<title>{escape(title)}</title><link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"/static/style.css\"></head>"
             f"<body><header><h1>{escape(title)}</h1><p>alpaca-focuser {escape(__version__)}</p></header>"
             f"<main>{body}</main></body></html>\n")
 
