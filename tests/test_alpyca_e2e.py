@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +33,7 @@ from alpaca.exceptions import (
 from alpaca.focuser import Focuser
 
 from alpaca_focuser.app import FocuserServer
+from alpaca_focuser.emulator.pty_link import MoonliteEmulator
 from conftest import wait_until
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -60,8 +63,18 @@ def _simulator_table(stack: contextlib.ExitStack, settings: dict[str, Any]) -> d
     return {"driver": "simulator", "speed": 4000, **settings}
 
 
+def _moonlite_table(stack: contextlib.ExitStack, settings: dict[str, Any]) -> dict[str, Any]:
+    """A Moonlite controller emulated on a real pty (its own parser, independent of the driver), reached
+    through the real MoonliteDriver and pyserial."""
+    link = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "ttyFOCUSER"
+    emulator = MoonliteEmulator(link_path=str(link), steps_per_second=2000).start()
+    stack.callback(emulator.stop)
+    return {"driver": "moonlite", "port": str(link), **settings}
+
+
 BACKENDS: list[Backend] = [
     Backend("simulator", _simulator_table, steps_per_second=4000),
+    Backend("moonlite", _moonlite_table, steps_per_second=2000),
 ]
 
 BASE_SETTINGS: dict[str, Any] = {"name": "E2E focuser", "step_size": 4.5}
