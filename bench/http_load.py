@@ -10,34 +10,35 @@ latency median, p99 and worst. Traffic goes to 127.0.0.1 only, bounded in count 
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import logging
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 from alpaca_focuser.app import FocuserServer
 from alpaca_focuser.config import parse_config
+
+# The keep-alive Alpaca HTTP client is shared with the tests: it lives in tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from alpaca_http import AlpacaHttp  # noqa: E402
 
 MEMBERS = ("position", "ismoving", "devicestate")
 
 
 def client(port: int, seconds: float, out: list[float], errors: list[str]) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     deadline = time.monotonic() + seconds
     i = 0
-    while time.monotonic() < deadline and i < 200_000:
-        i += 1
-        t0 = time.perf_counter()
-        conn.request("GET", f"/api/v1/focuser/0/{MEMBERS[i % 3]}?ClientID=1&ClientTransactionID={i}")
-        body = json.loads(conn.getresponse().read())
-        out.append(time.perf_counter() - t0)
-        if body["ErrorNumber"] != 0:
-            errors.append(body["ErrorMessage"])
-    conn.close()
+    with AlpacaHttp("127.0.0.1", port, client_id=1) as conn:
+        while time.monotonic() < deadline and i < 200_000:
+            i += 1
+            t0 = time.perf_counter()
+            body = conn.call("GET", MEMBERS[i % 3])
+            out.append(time.perf_counter() - t0)
+            if body["ErrorNumber"] != 0:
+                errors.append(body["ErrorMessage"])
 
 
 def main() -> int:
@@ -54,11 +55,9 @@ def main() -> int:
         server = FocuserServer(config)
         server.start()
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", server.port)
-            for member, body in (("connected", "Connected=true"), ("move", "Position=50000")):
-                conn.request("PUT", f"/api/v1/focuser/0/{member}", body,
-                             {"Content-Type": "application/x-www-form-urlencoded"})
-                conn.getresponse().read()
+            with AlpacaHttp("127.0.0.1", server.port) as conn:
+                conn.call("PUT", "connected", Connected="true")
+                conn.call("PUT", "move", Position=50000)
             latencies: list[list[float]] = [[] for _ in range(args.clients)]
             errors: list[str] = []
             threads = [threading.Thread(target=client, args=(server.port, args.seconds, latencies[i], errors))

@@ -18,7 +18,6 @@ instance. Traffic goes to 127.0.0.1 only; the run is bounded (~1 minute).
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import statistics
 import sys
@@ -32,43 +31,15 @@ from alpaca_focuser.app import FocuserServer
 from alpaca_focuser.config import parse_config
 from alpaca_focuser.emulator.pty_link import MoonliteEmulator
 
+# The keep-alive Alpaca HTTP client is shared with the tests: it lives in tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from alpaca_http import AlpacaHttp  # noqa: E402
+
 WINDOW_S = 5.0
 CLIENTS = 16
 HALTS = 50
 SLOW_SPEED = 200.0  # steps/s: a move from 1000 to 19000 lasts ~90 s, far longer than the measurements
 MAX_STEP = 20000
-
-
-class Client:
-    """Keep-alive Alpaca client; one per thread (http.client connections are not thread-safe)."""
-
-    def __init__(self, port: int) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        self.transaction = 0
-
-    def call(self, verb: str, member: str, **params: Any) -> dict[str, Any]:
-        self.transaction += 1
-        query = f"ClientID=7&ClientTransactionID={self.transaction}"
-        if verb == "GET":
-            self.conn.request("GET", f"/api/v1/focuser/0/{member}?{query}")
-        else:
-            body = "&".join([query, *(f"{k}={v}" for k, v in params.items())])
-            self.conn.request("PUT", f"/api/v1/focuser/0/{member}", body,
-                              {"Content-Type": "application/x-www-form-urlencoded"})
-        resp = self.conn.getresponse()
-        data = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"HTTP {resp.status} for {verb} {member}: {data!r}")
-        reply = json.loads(data)
-        if reply["ErrorNumber"] != 0:
-            raise RuntimeError(f"{verb} {member}: {reply['ErrorMessage']} (0x{reply['ErrorNumber']:X})")
-        return reply
-
-    def get(self, member: str) -> Any:
-        return self.call("GET", member)["Value"]
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 def serial_rate(emu: MoonliteEmulator, port: int, clients: int) -> tuple[float, float, int]:
@@ -78,18 +49,15 @@ def serial_rate(emu: MoonliteEmulator, port: int, clients: int) -> tuple[float, 
     failures = [0] * clients
 
     def poll(i: int) -> None:
-        client = Client(port)
-        try:
+        with AlpacaHttp("127.0.0.1", port, client_id=7) as client:  # one per thread: not thread-safe
             while not stop.is_set():
                 for member in ("position", "ismoving"):
                     try:
-                        client.get(member)
+                        client.value(member)
                         counts[i] += 1
-                    except (RuntimeError, OSError, http.client.HTTPException):
+                    except (AssertionError, OSError, http.client.HTTPException):
                         failures[i] += 1
                 time.sleep(0.005)  # ~100 requests/s per client at most; a real client polls 1-10 times a second
-        finally:
-            client.close()
 
     threads = [threading.Thread(target=poll, args=(i,), name=f"bench-client-{i}", daemon=True)
                for i in range(clients)]
@@ -130,7 +98,7 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.005)
 
 
-def measure_halts(emu: MoonliteEmulator, server: FocuserServer, client: Client
+def measure_halts(emu: MoonliteEmulator, server: FocuserServer, client: AlpacaHttp
                   ) -> tuple[list[float], list[float], list[float]]:
     """(request -> FQ at the emulator, HTTP round trip of the PUT, driver.halt() -> FQ written), in seconds."""
     arrivals = watch_fq(emu)
@@ -139,15 +107,15 @@ def measure_halts(emu: MoonliteEmulator, server: FocuserServer, client: Client
     rtt: list[float] = []
     internal: list[float] = []
     for i in range(HALTS):
-        client.call("PUT", "move", Position=MAX_STEP - 1000 if i % 2 == 0 else 1000)
+        client.put("move", Position=MAX_STEP - 1000 if i % 2 == 0 else 1000)
         time.sleep(0.25)
         seen = len(arrivals)
         sent = time.monotonic()
-        client.call("PUT", "halt")
+        client.put("halt")
         rtt.append(time.monotonic() - sent)
         wait_for(lambda: len(arrivals) > seen, 2.0, "FQ at the emulator")
         to_fq.append(arrivals[seen] - sent)
-        wait_for(lambda: not client.get("ismoving"), 2.0, "IsMoving false after Halt")
+        wait_for(lambda: not client.value("ismoving"), 2.0, "IsMoving false after Halt")
         if driver.halt_sent_at is not None and driver.halt_requested_at is not None:
             internal.append(driver.halt_sent_at - driver.halt_requested_at)
     return to_fq, rtt, internal
@@ -171,20 +139,20 @@ def main() -> int:
         }, "<bench>")
         server = FocuserServer(config, multicast_interfaces=())
         server.start()
-        client = Client(server.port)
+        client = AlpacaHttp("127.0.0.1", server.port, client_id=7)
         try:
-            client.call("PUT", "connected", Connected="true")
+            client.put("connected", Connected="true")
             rates: dict[tuple[str, int], tuple[float, float, int]] = {}
             for n in (1, CLIENTS):
                 rates[("idle", n)] = serial_rate(emu, server.port, n)
-            client.call("PUT", "move", Position=MAX_STEP - 1000)
+            client.put("move", Position=MAX_STEP - 1000)
             time.sleep(0.3)
             for n in (1, CLIENTS):
                 rates[("moving", n)] = serial_rate(emu, server.port, n)
-            if not client.get("ismoving"):
+            if not client.value("ismoving"):
                 raise RuntimeError("the long move ended during the measurement; lower SLOW_SPEED")
-            client.call("PUT", "halt")
-            wait_for(lambda: not client.get("ismoving"), 2.0, "the halt")
+            client.put("halt")
+            wait_for(lambda: not client.value("ismoving"), 2.0, "the halt")
             to_fq, rtt, internal = measure_halts(emu, server, client)
         finally:
             client.close()

@@ -1,23 +1,31 @@
-"""Shared fixtures: real servers on loopback, Falcon test clients, and config builders.
+"""Shared fixtures: real servers on loopback, Falcon test clients, Moonlite emulators on ptys, config builders.
 
 Every server here listens on 127.0.0.1 with an ephemeral port; nothing talks to any other address.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import falcon.testing
 import pytest
 
 from alpaca_focuser.app import FocuserServer, build_devices, create_app
 from alpaca_focuser.config import Config, parse_config
+from alpaca_focuser.emulator.pty_link import MoonliteEmulator
 from alpaca_focuser.state import StateStore
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC_DIR = REPO.parent / "shared" / "spec"
+
+T = TypeVar("T")
+
+# Malformed frames only: a well-formed "1234#" arriving in place of a GP reply is indistinguishable from the real
+# one on the Moonlite protocol, so it is not a fair test of the driver.
+MALFORMED_FRAMES = (b"12G4#", b"\x00\x00#", b"123#", b"\xff\xfe\x00", b"12345#", b"Z?!", b"0#", b"#")
 
 
 def make_config(tmp_path: Path, *focusers: dict[str, Any], discovery: bool = False,
@@ -64,26 +72,56 @@ def client(app_factory: Callable[..., falcon.testing.TestClient]) -> falcon.test
     return app_factory()
 
 
+def started_until_teardown(start: Callable[..., T], stop: Callable[[T], None]) -> Iterator[Callable[..., T]]:
+    """The body of a factory fixture (``yield from`` it): yields a factory that calls ``start`` and keeps what it
+    returns; at teardown, ``stop`` on each of those, in the order started."""
+    started: list[T] = []
+
+    def factory(*args: Any, **kwargs: Any) -> T:
+        thing = start(*args, **kwargs)
+        started.append(thing)
+        return thing
+
+    yield factory
+    for thing in started:
+        stop(thing)
+
+
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., FocuserServer]]:
     """Real servers: waitress on 127.0.0.1, ephemeral port. ``server.port`` is the bound port."""
-    servers: list[FocuserServer] = []
-
-    def factory(*focusers: dict[str, Any], **kwargs: Any) -> FocuserServer:
+    def start(*focusers: dict[str, Any], **kwargs: Any) -> FocuserServer:
         # No IPv6 multicast joins in tests: a join sends an MLD report out of real interfaces.
         server = FocuserServer(make_config(tmp_path, *focusers, **kwargs), multicast_interfaces=())
         server.start()
-        servers.append(server)
         return server
 
-    yield factory
-    for server in servers:
-        server.stop()
+    yield from started_until_teardown(start, FocuserServer.stop)
 
 
 @pytest.fixture
 def server(server_factory: Callable[..., FocuserServer]) -> FocuserServer:
     return server_factory()
+
+
+@pytest.fixture
+def make_emu(tmp_path: Path) -> Iterator[Callable[..., MoonliteEmulator]]:
+    """Moonlite emulators (keyword arguments as MoonliteEmulator's) on a pty behind a symlink in tmp_path. Request
+    this fixture before ``server_factory`` so the servers stop first and no driver sees its port vanish during
+    teardown."""
+    numbers = itertools.count()
+
+    def start(**kwargs: Any) -> MoonliteEmulator:
+        return MoonliteEmulator(link_path=str(tmp_path / f"ttyFOCUSER{next(numbers)}"), **kwargs).start()
+
+    yield from started_until_teardown(start, MoonliteEmulator.stop)
+
+
+def send_malformed_frames(emu: MoonliteEmulator) -> None:
+    """Noise on the serial line: each of MALFORMED_FRAMES, 70 ms apart."""
+    for junk in MALFORMED_FRAMES:
+        emu.send_garbage(junk)
+        time.sleep(0.07)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:

@@ -5,7 +5,6 @@ Servers started here listen on 127.0.0.1 (or ::1) on a free port, with discovery
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -18,15 +17,14 @@ import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlencode
 
 import pytest
 
 from alpaca_focuser import __version__
+from alpaca_http import AlpacaHttp
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "config.toml"
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 
 
@@ -66,10 +64,10 @@ def write_config(tmp_path: Path, port: int, bind: str = "127.0.0.1", speed: int 
 
 
 class Server:
-    """A server process with its log in a file (no pipe to fill up)."""
+    """A server process with its log in a file (no pipe to fill up); ``http`` talks to its focuser 0."""
 
     def __init__(self, tmp_path: Path, args: list[str], host: str, port: int, name: str = "server") -> None:
-        self.host, self.port = host, port
+        self.http = AlpacaHttp(host, port, timeout=5)
         self.log_path = tmp_path / f"{name}.log"
         self._log = self.log_path.open("w", encoding="utf-8")
         self.proc = subprocess.Popen(command(*args), stdout=self._log, stderr=subprocess.STDOUT, cwd=tmp_path,
@@ -78,32 +76,13 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8")
 
-    def call(self, verb: str, path: str, **params: str) -> dict[str, Any]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
-        try:
-            if verb == "GET":
-                conn.request("GET", f"{path}?{urlencode(params)}")
-            else:
-                conn.request("PUT", path, body=urlencode(params), headers=FORM)
-            reply = conn.getresponse()
-            data = reply.read()
-            assert reply.status == 200, (reply.status, data)
-            return json.loads(data)
-        finally:
-            conn.close()
-
-    def value(self, verb: str, member: str, **params: str) -> Any:
-        body = self.call(verb, f"/api/v1/focuser/0/{member}", **params)
-        assert body["ErrorNumber"] == 0, body
-        return body.get("Value")
-
     def wait_ready(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                self.call("GET", "/management/apiversions")
+                self.http.call("GET", "/management/apiversions")
                 return
             except OSError:
                 if time.monotonic() > deadline:
@@ -111,10 +90,12 @@ class Server:
                 time.sleep(0.05)
 
     def terminate(self, timeout: float = 5.0) -> int:
+        self.http.close()
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
     def close(self) -> None:
+        self.http.close()
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
@@ -223,10 +204,10 @@ def test_serve_exits_non_zero_when_the_port_is_taken(tmp_path: Path) -> None:
 def test_server_answers_and_logs_requests_at_debug_in_utc(tmp_path: Path, start: Any) -> None:
     port = free_port()
     server = start("--config", str(write_config(tmp_path, port)), "--log-level", "DEBUG", port=port)
-    assert server.value("GET", "name", ClientTransactionID="31337") == "CLI focuser"
-    body = server.call("PUT", "/api/v1/focuser/0/connected", Connected="true", ClientTransactionID="4242")
+    assert server.http.value("name", ClientTransactionID="31337") == "CLI focuser"
+    body = server.http.call("PUT", "connected", Connected="true", ClientTransactionID="4242")
     assert body["ClientTransactionID"] == 4242 and body["ErrorNumber"] == 0
-    assert server.call("GET", "/management/v1/description")["Value"]["ServerName"]
+    assert server.http.call("GET", "/management/v1/description")["Value"]["ServerName"]
     assert server.terminate() == 0
     lines = server.log().splitlines()
     debug = [line for line in lines if " DEBUG " in line]
@@ -247,12 +228,12 @@ def test_sigterm_during_a_move_halts_saves_and_resumes(tmp_path: Path, start: An
     port = free_port()
     config = write_config(tmp_path, port, speed=2000)
     server = start("--config", str(config), port=port)
-    server.value("PUT", "connected", Connected="true")
-    assert server.value("GET", "position") == 0
-    server.value("PUT", "move", Position="40000")  # 20 s at 2000 steps/s
-    assert server.value("GET", "ismoving") is True
+    server.http.put("connected", Connected="true")
+    assert server.http.value("position") == 0
+    server.http.put("move", Position="40000")  # 20 s at 2000 steps/s
+    assert server.http.value("ismoving") is True
     time.sleep(0.4)
-    before = server.value("GET", "position")
+    before = server.http.value("position")
     assert 0 < before < 40000
     started = time.monotonic()
     assert server.terminate(timeout=5) == 0
@@ -265,10 +246,10 @@ def test_sigterm_during_a_move_halts_saves_and_resumes(tmp_path: Path, start: An
     assert saved < before + 4000, "it stopped at the SIGTERM, not later"
 
     again = start("--config", str(config), port=port, name="restart")
-    assert again.value("GET", "connected") is False
-    again.value("PUT", "connected", Connected="true")
-    assert again.value("GET", "position") == saved
-    assert again.value("GET", "ismoving") is False
+    assert again.http.value("connected") is False
+    again.http.put("connected", Connected="true")
+    assert again.http.value("position") == saved
+    assert again.http.value("ismoving") is False
     assert again.terminate() == 0
 
 
@@ -288,7 +269,7 @@ def test_port_and_bind_override_the_file(tmp_path: Path, start: Any) -> None:
     port = free_port()
     config = write_config(tmp_path, file_port, bind="::1")
     server = start("--config", str(config), "--bind", "127.0.0.1", "--port", str(port), port=port)
-    assert server.value("GET", "name") == "CLI focuser"
+    assert server.http.value("name") == "CLI focuser"
     log = server.log()
     assert f"127.0.0.1:{port}" in log
     assert " DEBUG " not in log  # INFO is the default level
@@ -303,5 +284,5 @@ def test_port_and_bind_override_the_file(tmp_path: Path, start: Any) -> None:
 def test_bind_ipv6_loopback(tmp_path: Path, start: Any) -> None:
     port = free_port("::1")
     server = start("--config", str(write_config(tmp_path, port, bind="::1")), host="::1", port=port)
-    assert server.value("GET", "interfaceversion") == 4
+    assert server.http.value("interfaceversion") == 4
     assert server.terminate() == 0

@@ -24,6 +24,7 @@ import pytest
 
 from alpaca_focuser.alpaca import discovery
 from alpaca_focuser.alpaca.discovery import DiscoveryResponder, is_discovery_request
+from conftest import started_until_teardown, wait_until
 
 REQUEST = b"alpacadiscovery1"
 
@@ -48,19 +49,14 @@ Factory = Callable[..., DiscoveryResponder]
 
 @pytest.fixture
 def make_responder() -> Iterator[Factory]:
-    started: list[DiscoveryResponder] = []
-
-    def make(alpaca_port: int = 11111, **kwargs: object) -> DiscoveryResponder:
+    def start(alpaca_port: int = 11111, **kwargs: object) -> DiscoveryResponder:
         kwargs.setdefault("port", 0)
         kwargs.setdefault("multicast_interfaces", ())
         responder = DiscoveryResponder(alpaca_port, **kwargs)  # type: ignore[arg-type]
         responder.start()
-        started.append(responder)
         return responder
 
-    yield make
-    for responder in started:
-        responder.stop()
+    yield from started_until_teardown(start, DiscoveryResponder.stop)
 
 
 def _port(responder: DiscoveryResponder, family: int) -> int:
@@ -84,13 +80,6 @@ def _ask(family: int, host: str, port: int, payload: bytes = REQUEST, timeout: f
             return None
 
 
-def _eventually(condition: Callable[[], bool], within: float = 1.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize("family_host", FAMILIES)
 def test_valid_request_gets_exactly_the_alpaca_port(make_responder: Factory,
                                                      family_host: tuple[int, str]) -> None:
@@ -101,7 +90,7 @@ def test_valid_request_gets_exactly_the_alpaca_port(make_responder: Factory,
         reply, source = sock.recvfrom(2048)
     assert reply == b'{"AlpacaPort":4567}'
     assert source[1] == _port(responder, family)  # answered from the discovery socket itself
-    _eventually(lambda: responder.replies_sent == 1)  # counted just after the reply left
+    wait_until(lambda: responder.replies_sent == 1, timeout=1.0, interval=0.01)  # counted just after the reply left
 
 
 @pytest.mark.parametrize("family_host", FAMILIES)
@@ -212,7 +201,7 @@ def test_bind_address_ipv4_loopback(make_responder: Factory) -> None:
     assert _ask(socket.AF_INET, "127.0.0.1", _port(responder, socket.AF_INET)) == b'{"AlpacaPort":11111}'
     if responder.ipv6_port is not None:  # an IPv4 HTTP address is never advertised over IPv6
         assert _ask(socket.AF_INET6, "::1", responder.ipv6_port, timeout=0.3) is None
-        _eventually(lambda: responder.requests_ignored == 1)
+        wait_until(lambda: responder.requests_ignored == 1, timeout=1.0, interval=0.01)
 
 
 @needs_ipv6

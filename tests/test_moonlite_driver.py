@@ -12,6 +12,7 @@ import pytest
 from alpaca_focuser.drivers.moonlite import MoonliteDriver
 from alpaca_focuser.emulator.pty_link import MoonliteEmulator
 from alpaca_focuser.errors import DEVICE_NOT_RESPONDING, SERIAL_PORT_ERROR, DriverError
+from conftest import send_malformed_frames
 
 POLL = 0.1  # the driver's default moving poll interval
 
@@ -24,21 +25,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.005)
     return time.monotonic() - start
-
-
-@pytest.fixture
-def make_emu(tmp_path: Path) -> Iterator[Callable[..., MoonliteEmulator]]:
-    started: list[MoonliteEmulator] = []
-
-    def make(**kwargs: Any) -> MoonliteEmulator:
-        kwargs.setdefault("boot_delay", 0.0)
-        emu = MoonliteEmulator(link_path=str(tmp_path / f"ttyFOCUSER{len(started)}"), **kwargs).start()
-        started.append(emu)
-        return emu
-
-    yield make
-    for emu in started:
-        emu.stop()
 
 
 @pytest.fixture
@@ -209,9 +195,7 @@ def test_noise_never_yields_a_wrong_position(make_emu: Any, make_driver: Any) ->
     sampler.start()
     emu.split_replies = True
     driver.move_to(3000)
-    for junk in (b"12G4#", b"\x00\x00#", b"123#", b"\xff\xfe\x00", b"12345#", b"Z?!", b"0#", b"#"):
-        emu.send_garbage(junk)
-        time.sleep(0.07)
+    send_malformed_frames(emu)
     emu.split_replies = False
     emu.reply_delay = 0.3  # slow but within read_timeout
     time.sleep(0.6)

@@ -7,7 +7,6 @@ Everything listens on 127.0.0.1 only.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import re
@@ -17,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from alpaca.exceptions import DriverException
@@ -25,27 +24,12 @@ from alpaca.focuser import Focuser
 
 from alpaca_focuser.app import FocuserServer
 from alpaca_focuser.emulator.pty_link import MoonliteEmulator
-from conftest import wait_until
+from alpaca_http import AlpacaHttp
+from conftest import send_malformed_frames, wait_until
 
 MOVING_POLL = 0.1  # the driver's moving poll interval: GP + GI each cycle -> ~20 commands/s
 IDLE_POLL = 1.0  # the idle poll: GP + GT + C each cycle -> ~3 commands/s
-
-
-@pytest.fixture
-def make_emu(tmp_path: Path) -> Iterator[Callable[..., MoonliteEmulator]]:
-    """Emulators on a pty behind a symlink in tmp_path. Request this fixture before ``server_factory`` so the
-    servers stop first and no driver sees its port vanish during teardown."""
-    started: list[MoonliteEmulator] = []
-
-    def make(**kwargs: Any) -> MoonliteEmulator:
-        kwargs.setdefault("steps_per_second", 2000.0)
-        emu = MoonliteEmulator(link_path=str(tmp_path / f"ttyMOON{len(started)}"), **kwargs).start()
-        started.append(emu)
-        return emu
-
-    yield make
-    for emu in started:
-        emu.stop()
+# make_emu (conftest.py) comes before server_factory in every test's arguments, so the servers stop first.
 
 
 def moonlite_table(emu: MoonliteEmulator) -> dict[str, Any]:
@@ -81,30 +65,9 @@ def saved_position(state_file: Path) -> int | None:
         return None
 
 
-class RawClient:
-    """A keep-alive HTTP client that answers the Alpaca envelope as a dict (no library in between)."""
-
-    def __init__(self, port: int) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        self.transaction = 0
-
-    def get(self, member: str, device_number: int = 0) -> dict[str, Any]:
-        self.transaction += 1
-        self.conn.request("GET", f"/api/v1/focuser/{device_number}/{member}?ClientID=42"
-                                 f"&ClientTransactionID={self.transaction}")
-        resp = self.conn.getresponse()
-        body = resp.read()
-        if resp.status != 200:
-            raise AssertionError(f"HTTP {resp.status} for {member}: {body!r}")
-        return json.loads(body)
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 # ----------------------------------------------------------------------------------------------------------------
 def test_connect_through_the_boot_delay(make_emu: Any, server_factory: Any) -> None:
-    emu = make_emu(boot_delay=1.5, position=4321)
+    emu = make_emu(steps_per_second=2000.0, boot_delay=1.5, position=4321)
     server = server_factory(moonlite_table(emu))
     f = alpyca(server)
     start = time.monotonic()
@@ -124,7 +87,7 @@ def test_connect_through_the_boot_delay(make_emu: Any, server_factory: Any) -> N
 
 
 def test_move_halt_and_retarget(make_emu: Any, server_factory: Any) -> None:
-    emu = make_emu(position=1000)
+    emu = make_emu(steps_per_second=2000.0, position=1000)
     server = server_factory(moonlite_table(emu))
     f = alpyca(server)
     f.Connected = True
@@ -199,10 +162,10 @@ def test_noise_never_yields_a_wrong_position_over_http(make_emu: Any, server_fac
     done = threading.Event()
 
     def sample() -> None:
-        client = RawClient(server.port)
+        client = AlpacaHttp("127.0.0.1", server.port, client_id=42)
         try:
             while not done.is_set():
-                reply = client.get("position")
+                reply = client.call("GET", "position")
                 if reply["ErrorNumber"] == 0:
                     seen.append(reply["Value"])
                 else:
@@ -218,11 +181,7 @@ def test_noise_never_yields_a_wrong_position_over_http(make_emu: Any, server_fac
     try:
         emu.split_replies = True
         f.Move(4000)
-        # Malformed frames only: a well-formed "1234#" arriving in place of a GP reply is indistinguishable
-        # from the real one on this protocol, so it is not a fair test of the driver.
-        for junk in (b"12G4#", b"\x00\x00#", b"123#", b"\xff\xfe\x00", b"12345#", b"Z?!", b"0#", b"#"):
-            emu.send_garbage(junk)
-            time.sleep(0.07)
+        send_malformed_frames(emu)
         emu.split_replies = False
         emu.corrupt_replies = True  # a short burst where every reply is mangled
         time.sleep(0.4)
@@ -247,11 +206,11 @@ def _serial_rate(emu: MoonliteEmulator, port: int, clients: int, seconds: float)
     bad: list[str] = []
 
     def poll(i: int) -> None:
-        client = RawClient(port)
+        client = AlpacaHttp("127.0.0.1", port, client_id=42)
         try:
             while not stop.is_set():
                 for member in ("position", "ismoving"):
-                    reply = client.get(member)
+                    reply = client.call("GET", member)
                     replies[i] += 1
                     if reply["ErrorNumber"] != 0:
                         bad.append(f"{member}: {reply['ErrorMessage']}")
@@ -306,7 +265,7 @@ def test_serial_traffic_does_not_depend_on_the_number_of_clients(make_emu: Any, 
 
 def test_position_is_saved_and_the_firmware_wins_on_restart(make_emu: Any, server_factory: Any, tmp_path: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    emu = make_emu(position=500)
+    emu = make_emu(steps_per_second=2000.0, position=500)
     server = server_factory(moonlite_table(emu))
     f = alpyca(server)
     f.Connected = True

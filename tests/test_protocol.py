@@ -22,6 +22,7 @@ import yaml
 
 from alpaca_focuser.alpaca.members import MEMBERS, Member
 from alpaca_focuser.alpaca.params import parse_bool, parse_int32, parse_str
+from conftest import wait_until
 
 SPEC = Path(__file__).resolve().parent.parent.parent / "shared" / "spec" / "AlpacaDeviceAPI_v1.yaml"
 
@@ -490,14 +491,7 @@ def test_connected_false_while_connecting(client: Client) -> None:
 # --- ASCOM semantics: motion --------------------------------------------------------------------------------------
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.01)
+    return wait_until(predicate, timeout, interval=0.01)
 
 
 def wait_stopped(client: Client, device: int = 0, timeout: float = 5.0) -> None:

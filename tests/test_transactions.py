@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import random
 import socket
 import threading
 import time
-from typing import Any, Callable
-from urllib.parse import urlencode
+from typing import Callable
 
 from alpaca_focuser.app import FocuserServer
+from alpaca_http import AlpacaHttp
 
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 THREADS = 16
 REQUESTS = 100
 
@@ -36,18 +34,6 @@ MIX: list[tuple[str, str, dict[str, str]]] = [
 ]
 
 
-def request(conn: http.client.HTTPConnection, verb: str, path: str, params: dict[str, str]) -> dict[str, Any]:
-    if verb == "GET":
-        conn.request("GET", f"{path}?{urlencode(params)}")
-    else:
-        conn.request("PUT", path, body=urlencode(params), headers=FORM)
-    reply = conn.getresponse()
-    data = reply.read()
-    assert reply.status == 200, (verb, path, reply.status, data)
-    assert reply.getheader("Content-Type", "").startswith("application/json")
-    return json.loads(data)
-
-
 def test_server_transaction_ids_are_unique_under_16_concurrent_clients(
         server_factory: Callable[..., FocuserServer]) -> None:
     server = server_factory({"name": "A", "speed": 20000}, {"name": "B", "speed": 20000}, server={"threads": 8})
@@ -58,15 +44,14 @@ def test_server_transaction_ids_are_unique_under_16_concurrent_clients(
 
     def client(index: int) -> None:
         rng = random.Random(index)
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn = AlpacaHttp("127.0.0.1", server.port, timeout=10)
         mine = []
         try:
             start.wait()
             for n in range(REQUESTS):
                 verb, path, params = rng.choice(MIX)
                 sent = index * 1_000_000 + n + 1
-                body = request(conn, verb, path, {**params, "ClientID": str(index + 1),
-                                                  "ClientTransactionID": str(sent)})
+                body = conn.call(verb, path, {**params, "ClientID": str(index + 1), "ClientTransactionID": str(sent)})
                 mine.append((sent, body["ClientTransactionID"], body["ServerTransactionID"]))
         except BaseException as exc:  # reported by the main thread
             with lock:
@@ -91,81 +76,60 @@ def test_server_transaction_ids_are_unique_under_16_concurrent_clients(
 
 def test_keep_alive_connection_serves_many_requests(server_factory: Callable[..., FocuserServer]) -> None:
     server = server_factory()
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-    try:
-        ids = [request(conn, "GET", "/api/v1/focuser/0/name", {"ClientTransactionID": str(n)})
-               for n in range(1, 21)]
+    with AlpacaHttp("127.0.0.1", server.port, timeout=5) as http:
+        ids = [http.call("GET", "name", ClientTransactionID=str(n)) for n in range(1, 21)]
         assert [b["ClientTransactionID"] for b in ids] == list(range(1, 21))
         server_ids = [b["ServerTransactionID"] for b in ids]
         assert server_ids == sorted(server_ids) and len(set(server_ids)) == 20
-        assert conn.sock is not None  # the same connection throughout
-    finally:
-        conn.close()
+        assert http.conn.sock is not None  # the same connection throughout
 
 
 def test_two_devices_move_at_once(server_factory: Callable[..., FocuserServer]) -> None:
     server = server_factory({"name": "A", "speed": 2000}, {"name": "B", "speed": 2000})
-    conn0 = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-    conn1 = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-
-    def value(conn: http.client.HTTPConnection, verb: str, path: str, **params: str) -> Any:
-        body = request(conn, verb, path, params)
-        assert body["ErrorNumber"] == 0, body
-        return body.get("Value")
-
-    try:
-        for n, conn in ((0, conn0), (1, conn1)):
-            value(conn, "PUT", f"/api/v1/focuser/{n}/connected", Connected="true")
-        value(conn0, "PUT", "/api/v1/focuser/0/move", Position="10000")  # 5 s at 2000 steps/s
+    with AlpacaHttp("127.0.0.1", server.port, 0, timeout=5) as dev0, \
+            AlpacaHttp("127.0.0.1", server.port, 1, timeout=5) as dev1:
+        for dev in (dev0, dev1):
+            dev.put("connected", Connected="true")
+        dev0.put("move", Position="10000")  # 5 s at 2000 steps/s
         started = time.monotonic()
-        assert value(conn1, "GET", "/api/v1/focuser/1/name") == "B"
+        assert dev1.value("name") == "B"
         latency = time.monotonic() - started
         assert latency < 0.5, f"device 1 answered after {latency:.2f} s while device 0 was moving"
-        value(conn1, "PUT", "/api/v1/focuser/1/move", Position="10000")
-        both = [value(conn0, "GET", "/api/v1/focuser/0/ismoving"), value(conn1, "GET", "/api/v1/focuser/1/ismoving")]
+        dev1.put("move", Position="10000")
+        both = [dev0.value("ismoving"), dev1.value("ismoving")]
         assert both == [True, True]
         time.sleep(0.2)
-        p0 = value(conn0, "GET", "/api/v1/focuser/0/position")
-        p1 = value(conn1, "GET", "/api/v1/focuser/1/position")
+        p0 = dev0.value("position")
+        p1 = dev1.value("position")
         assert 0 < p0 < 10000 and 0 < p1 < 10000, (p0, p1)  # both advanced, neither has arrived
-        state = {e["Name"]: e["Value"] for e in value(conn1, "GET", "/api/v1/focuser/1/devicestate")}
+        state = {e["Name"]: e["Value"] for e in dev1.value("devicestate")}
         assert state["IsMoving"] is True
         started = time.monotonic()
-        value(conn1, "PUT", "/api/v1/focuser/1/halt")
+        dev1.put("halt")
         assert time.monotonic() - started < 0.5
-        assert value(conn1, "GET", "/api/v1/focuser/1/ismoving") is False
-        assert value(conn0, "GET", "/api/v1/focuser/0/ismoving") is True  # halting 1 leaves 0 alone
-        value(conn0, "PUT", "/api/v1/focuser/0/halt")
-    finally:
-        conn0.close()
-        conn1.close()
+        assert dev1.value("ismoving") is False
+        assert dev0.value("ismoving") is True  # halting 1 leaves 0 alone
+        dev0.put("halt")
 
 
 def test_connect_of_one_device_does_not_block_the_other(server_factory: Callable[..., FocuserServer]) -> None:
     server = server_factory({"name": "A", "speed": 20000}, {"name": "B", "speed": 20000})
-    conn0 = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-    conn1 = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-    try:
-        assert request(conn0, "PUT", "/api/v1/focuser/0/connect", {})["ErrorNumber"] == 0
-        assert request(conn0, "GET", "/api/v1/focuser/0/connecting", {})["Value"] is True
-        assert request(conn1, "GET", "/api/v1/focuser/1/connecting", {})["Value"] is False
-        assert request(conn1, "GET", "/api/v1/focuser/1/connected", {})["Value"] is False
-    finally:
-        conn0.close()
-        conn1.close()
+    with AlpacaHttp("127.0.0.1", server.port, 0, timeout=5) as dev0, \
+            AlpacaHttp("127.0.0.1", server.port, 1, timeout=5) as dev1:
+        assert dev0.call("PUT", "connect")["ErrorNumber"] == 0
+        assert dev0.call("GET", "connecting")["Value"] is True
+        assert dev1.call("GET", "connecting")["Value"] is False
+        assert dev1.call("GET", "connected")["Value"] is False
 
 
 def test_stopping_a_server_halts_moving_focusers_and_saves_where_they_stopped(
         server_factory: Callable[..., FocuserServer]) -> None:
     server = server_factory({"name": "A", "speed": 2000}, {"name": "B", "speed": 2000})
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-    try:
+    with AlpacaHttp("127.0.0.1", server.port, timeout=5) as http:
         for n in (0, 1):
-            assert request(conn, "PUT", f"/api/v1/focuser/{n}/connected", {"Connected": "true"})["ErrorNumber"] == 0
-        assert request(conn, "PUT", "/api/v1/focuser/0/move", {"Position": "20000"})["ErrorNumber"] == 0
+            assert http.call("PUT", f"/api/v1/focuser/{n}/connected", Connected="true")["ErrorNumber"] == 0
+        assert http.call("PUT", "/api/v1/focuser/0/move", Position="20000")["ErrorNumber"] == 0
         time.sleep(0.2)
-    finally:
-        conn.close()
     server.stop()
     driver = server.devices[0].driver
     stopped = driver.status()
