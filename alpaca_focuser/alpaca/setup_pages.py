@@ -27,7 +27,10 @@ def _page(title: str, body: str) -> str:
 
 
 def _table(rows: list[tuple[str, object]]) -> str:
-    cells = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows)
+    def shown(v: object) -> str:
+        return ("yes" if v else "no") if isinstance(v, bool) else str(v)
+
+    cells = "".join(f"<tr><th>{escape(k)}</th><td>{escape(shown(v))}</td></tr>" for k, v in rows)
     return f"<table class=\"info\">{cells}</table>"
 
 
@@ -85,7 +88,8 @@ class FocuserSetupPage:
 </section>
 <script src="/static/focuser.js"></script>"""
         resp.content_type = "text/html; charset=utf-8"
-        resp.text = _page(f"Focuser {number}: {cfg.name}", info + panel)
+        back = "<p><a href=\"/setup\">All devices</a></p>"
+        resp.text = _page(f"Focuser {number}: {cfg.name}", info + panel + back)
 
 
 class StaticResource:
