@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 INTERFACE_VERSION = 4
 DRIVER_VERSION = ".".join(__version__.split(".")[:2])  # ASCOM wants "n.n"
 SHUTDOWN_HALT_WAIT = 1.5  # seconds to wait for a halted motor to report stopped before saving its position
-CONNECT_TIMEOUT = 15.0  # seconds a Connected=true PUT waits; the Moonlite handshake alone may take ~3 s
+CONNECT_TIMEOUT = 25.0  # seconds a Connected=true PUT waits: longer than the Moonlite driver's own worst case (~18 s)
 
 
 class FocuserDevice:
