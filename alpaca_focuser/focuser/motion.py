@@ -103,10 +103,10 @@ class MotionEngine:
             try:
                 item = self._jobs.get(timeout=IDLE_TICK)
             except queue.Empty:
-                item = ()
-            if item is None:
-                break
-            if item:
+                pass  # nothing queued: just look at the motion below
+            else:
+                if item is None:
+                    break
                 job, future = item
                 if future.set_running_or_notify_cancel():
                     try:
