@@ -163,6 +163,8 @@ class MoonliteDriver(FocuserDriver):
         with self._lock:
             self._require_usable()
             self._queue.append(("sync", position))
+            # Like Move and IsMoving: Position reflects the sync the instant the Action returns.
+            self._status = replace(self._status, position=position, updated=time.monotonic())
         self._wake.set()
 
     @staticmethod
@@ -177,10 +179,14 @@ class MoonliteDriver(FocuserDriver):
             raise DriverError(self._status.fault, SERIAL_PORT_ERROR)
 
     def _publish(self, **changes: object) -> None:
-        """Update the snapshot. ``moving`` stays True while a Move is queued but not yet started."""
+        """Update the snapshot. ``moving`` stays True while a Move is queued but not yet started, and the
+        position stays at a queued sync's value until the sync has been sent."""
         with self._lock:
             if changes.get("moving") is False and any(c[0] == "move" for c in self._queue):
                 changes["moving"] = True
+            syncs = [c[1] for c in self._queue if c[0] == "sync"]
+            if syncs and "position" in changes:
+                changes["position"] = syncs[-1]  # a poll from before a queued sync must not undo it
             self._status = replace(self._status, updated=time.monotonic(), **changes)  # type: ignore[arg-type]
 
     # --- owner thread ----------------------------------------------------------------------------------------
