@@ -121,8 +121,10 @@ def test_settings_sync_and_disconnect(make_emu: Any, make_driver: Any) -> None:
     assert emu.firmware.step_delay == 0x20 and emu.firmware.half_step
     assert driver.step_delay == 32 and driver.half_step_enabled is True
     driver.sync(30000)
-    wait_for(lambda: driver.status().position == 30000, 2.0, "the sync")
-    assert emu.firmware.position == 30000 and "SP7530" in emu.firmware.commands
+    assert driver.status().position == 30000  # the snapshot shows the sync at once
+    wait_for(lambda: "SP7530" in emu.firmware.commands, 2.0, "the sync to reach the controller")
+    wait_for(lambda: emu.firmware.position == 30000, 1.0, "the controller to apply the sync")
+    assert driver.status().position == 30000
     driver.disconnect()
     assert not driver.status().connected
     wait_for(lambda: not emu.client_open, 1.0, "the port to be closed")
