@@ -177,6 +177,7 @@ def test_silent_controller_while_connected_faults_then_recovers(make_emu: Any, m
     fault_in = wait_for(lambda: driver.status().fault is not None, 3.0, "the fault")
     assert fault_in < 2.7  # up to one idle interval before the first failed poll, then 3 x read_timeout
     assert "no valid reply" in (driver.status().fault or "")
+    assert driver.status().fault_number == DEVICE_NOT_RESPONDING  # the port is fine; the controller is not
     emu.silent = False
     wait_for(lambda: driver.status().fault is None, 6.0, "the recovery")
     assert driver.status().position == 42

@@ -24,6 +24,7 @@ from alpaca.focuser import Focuser
 
 from alpaca_focuser.app import FocuserServer
 from alpaca_focuser.emulator.pty_link import MoonliteEmulator
+from alpaca_focuser.errors import SERIAL_PORT_ERROR
 from alpaca_http import AlpacaHttp
 from conftest import send_malformed_frames, wait_until
 
@@ -131,9 +132,9 @@ def test_unplug_faults_only_that_device_and_replug_recovers(make_emu: Any, serve
 
     emu.unplug()  # the controller stays powered and finishes its move on its own
     err = wait_until(lambda: driver_error(lambda: f.Position), timeout=2.0)
-    assert err.number >= 0x500 and str(emu.link_path) in err.message, err
+    assert err.number == SERIAL_PORT_ERROR and str(emu.link_path) in err.message, err
     err = driver_error(lambda: f.IsMoving)
-    assert err is not None and err.number >= 0x500 and str(emu.link_path) in err.message, err
+    assert err is not None and err.number == SERIAL_PORT_ERROR and str(emu.link_path) in err.message, err
 
     # The server stays up and the other device neither notices nor waits.
     start_sim = sim.Position

@@ -39,6 +39,7 @@ class DriverStatus:
     moving: bool
     temperature: float | None = None  # degrees C; None when there is no sensor or no reading yet
     fault: str | None = None  # a user-readable message while the hardware is failing, else None
+    fault_number: int = 0x500  # the ASCOM DriverException number that goes with ``fault``
     updated: float = field(default_factory=time.monotonic)  # monotonic time of the reading
 
 

@@ -45,6 +45,10 @@ INITIAL_BACKOFF = 0.5  # first reconnect delay; doubles up to reconnect_max_back
 class _LinkLost(Exception):
     """The port failed or the controller stopped answering: fault, close, reconnect."""
 
+    def __init__(self, message: str, number: int = DEVICE_NOT_RESPONDING) -> None:
+        super().__init__(message)
+        self.number = number  # SERIAL_PORT_ERROR for the port, DEVICE_NOT_RESPONDING for the controller
+
 
 class MoonliteDriver(FocuserDriver):
     kind = "moonlite"
@@ -205,13 +209,14 @@ class MoonliteDriver(FocuserDriver):
                 try:
                     self._serve(stop)
                 except _LinkLost as exc:
-                    self._lose_link(str(exc))
+                    self._lose_link(str(exc), exc.number)
                     self._reconnect(stop)
         except mp.Cancelled:
             pass
         except Exception as exc:  # a bug must not leave a silent dead thread behind a "connected" snapshot
             log.exception("Moonlite %s: owner thread crashed", self.name)
-            self._publish(moving=False, fault=f"Moonlite driver on {self.port} failed internally: {exc!r}")
+            self._publish(moving=False, fault=f"Moonlite driver on {self.port} failed internally: {exc!r}",
+                          fault_number=DriverError.number)
         finally:
             self._finish()
             self._connected_event.set()
@@ -256,7 +261,7 @@ class MoonliteDriver(FocuserDriver):
                     next_poll = now + interval if ok else time.monotonic()
                     continue
             except PORT_ERRORS as exc:
-                raise _LinkLost(f"serial port error: {describe_port_error(exc)}") from exc
+                raise _LinkLost(f"serial port error: {describe_port_error(exc)}", SERIAL_PORT_ERROR) from exc
             self._wake.wait(max(0.0, next_poll - now))
 
     # Commands -----------------------------------------------------------------------------------------------
@@ -404,14 +409,15 @@ class MoonliteDriver(FocuserDriver):
         self._publish(connected=True, position=state.position, moving=state.moving,
                       temperature=state.temperature, fault=None)
 
-    def _lose_link(self, detail: str) -> None:
+    def _lose_link(self, detail: str, number: int) -> None:
         self._close_port()
         self._hw_moving = False
         message = f"Lost the Moonlite controller on {self.port}: {detail}; reconnecting automatically"
         with self._lock:  # one step, so a Move racing in cannot leave the faulted snapshot "moving"
             dropped = len(self._queue)
             self._queue.clear()  # a stale move must not start by surprise after the reconnect
-            self._status = replace(self._status, moving=False, fault=message, updated=time.monotonic())
+            self._status = replace(self._status, moving=False, fault=message, fault_number=number,
+                                   updated=time.monotonic())
         log.error("Moonlite %s: %s%s", self.name, message,
                   f" ({dropped} queued command(s) dropped)" if dropped else "")
 
@@ -423,7 +429,8 @@ class MoonliteDriver(FocuserDriver):
             except DriverError as exc:
                 delay = min(delay * 2, self.reconnect_max_backoff)
                 log.info("Moonlite %s: reconnect failed (next try in %.1f s): %s", self.name, delay, exc)
-                self._publish(moving=False, fault=f"{exc.message} (connection lost; reconnecting automatically)")
+                self._publish(moving=False, fault=f"{exc.message} (connection lost; reconnecting automatically)",
+                              fault_number=exc.number)
                 continue
             self.reconnects += 1
             log.info("Moonlite %s: reconnected on %s at position %d", self.name, self.port,

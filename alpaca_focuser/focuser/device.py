@@ -244,7 +244,7 @@ class FocuserDevice:
         """The hardware snapshot, or a DriverException that says what is wrong with the hardware."""
         status = self.driver.status()
         if status.fault:
-            raise DriverError(status.fault)
+            raise DriverError(status.fault, status.fault_number)
         return status
 
     def absolute(self) -> bool:
