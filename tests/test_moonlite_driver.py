@@ -277,3 +277,22 @@ def test_connect_to_silent_controller(make_emu: Any, make_driver: Any) -> None:
                                  "(is it powered, and is the baud rate 9600?)")
     assert not driver.status().connected
     wait_for(lambda: not emu.client_open, 1.0, "the port to be closed")
+
+
+def test_controller_without_gv_still_connects(make_emu: Any, make_driver: Any) -> None:
+    """A clone that never implemented GV but speaks the rest of the protocol: connect after the handshake
+    window with the version unknown, and work normally."""
+    emu = make_emu(position=321)
+    answer = emu.firmware.feed_replies
+
+    def without_gv(data: bytes) -> list[bytes]:
+        replies = answer(data)
+        return [] if b":GV#" in data else replies
+
+    emu.firmware.feed_replies = without_gv  # type: ignore[method-assign]
+    driver = make_driver(emu, handshake_timeout=0.6)
+    assert driver.firmware_version == "unknown"
+    assert driver.status().position == 321 and driver.status().fault is None
+    driver.move_to(400)
+    wait_for(lambda: not driver.status().moving, 3.0, "the move to end")
+    assert driver.status().position == 400 == emu.firmware.position

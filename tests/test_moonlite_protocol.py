@@ -111,7 +111,9 @@ def test_parse_temperature_rejects_garbage(reply: bytes) -> None:
 def test_parse_version() -> None:
     assert mp.parse_version(b"10#") == "10"
     assert mp.parse_version(b"2A#") == "2A"
-    for bad in (b"1#", b"100#", b"10", b"\x00\x00#", b"1#1", b"", b"##", b"1\n#"):
+    assert mp.parse_version(b"1#") == "1"  # clones: one to six characters
+    assert mp.parse_version(b"3.2.1#") == "3.2.1"
+    for bad in (b"1234567#", b"10", b"\x00\x00#", b"1#1", b"", b"##", b"#", b"1\n#", b"1 0#"):
         with pytest.raises(mp.ProtocolError):
             mp.parse_version(bad)
 

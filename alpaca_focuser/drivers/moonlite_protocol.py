@@ -185,10 +185,11 @@ def parse_temperature(reply: bytes) -> float:
 
 
 def parse_version(reply: bytes) -> str:
-    """``GV``: two printable characters then ``#`` (``10#`` -> ``"10"``)."""
-    if not isinstance(reply, (bytes, bytearray)) or not reply.endswith(TERMINATOR) or len(reply) != 3:
-        raise ProtocolError(f"version: reply {reply!r} is not two characters and '#'")
-    text = bytes(reply[:2]).decode("latin-1")
+    """``GV``: the firmware version then ``#`` (``10#`` -> ``"10"``). Moonlite sends two characters; clones send
+    one to six (``1#``, ``3.2#``), and the version is only shown to users, so any of those lengths is accepted."""
+    if not isinstance(reply, (bytes, bytearray)) or not reply.endswith(TERMINATOR) or not 2 <= len(reply) <= 7:
+        raise ProtocolError(f"version: reply {reply!r} is not one to six characters and '#'")
+    text = bytes(reply[:-1]).decode("latin-1")
     # Alphanumerics and '.' only: a rebooting Arduino emits noise and a bootloader banner, never a version.
     if not all(c.isascii() and (c.isalnum() or c == ".") for c in text):
         raise ProtocolError(f"version: reply {bytes(reply)!r} has unexpected characters")
@@ -321,15 +322,23 @@ class MoonliteLink:
 
     def handshake(self, timeout: float, stop: threading.Event) -> str:
         """The firmware version, retrying ``GV`` for ``timeout`` s: most Arduino controllers reboot when the
-        port opens (DTR) and ignore commands for 1-2 s. Raises NoController, or Cancelled on ``stop``."""
+        port opens (DTR) and ignore commands for 1-2 s. The last read of the window asks ``GP`` instead, for the
+        few clones that never implemented ``GV``. Raises NoController, or Cancelled on ``stop``."""
         deadline = time.monotonic() + timeout
         while not stop.is_set():
             remaining = deadline - time.monotonic()
+            last_try = remaining <= self.read_timeout + DRAIN_TIME
             try:
-                version = self.query(GET_VERSION, parse_version, max(0.05, min(self.read_timeout, remaining)))
+                if last_try:
+                    self.query(GET_POSITION, parse_position, max(0.2, remaining))
+                    log.warning("the controller does not answer :GV# but answers :GP#; carrying on without a "
+                                "firmware version")
+                    version = "unknown"
+                else:
+                    version = self.query(GET_VERSION, parse_version, self.read_timeout)
             except ProtocolError as exc:
                 log.debug("handshake: %s", exc)
-                if time.monotonic() >= deadline:
+                if last_try:
                     raise NoController(f"no valid reply to :GV# within {timeout:.1f} s ({exc})") from exc
                 stop.wait(DRAIN_TIME)  # garbage comes back at once: do not spin
                 continue
