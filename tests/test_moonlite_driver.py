@@ -296,3 +296,48 @@ def test_controller_without_gv_still_connects(make_emu: Any, make_driver: Any) -
     driver.move_to(400)
     wait_for(lambda: not driver.status().moving, 3.0, "the move to end")
     assert driver.status().position == 400 == emu.firmware.position
+
+
+def test_controller_whose_gi_never_clears(make_emu: Any, make_driver: Any) -> None:
+    """Some Arduino clones compute GI from the last SN target, so it answers 01# forever after a halt (and at
+    power-up). The driver must not report moving forever: GP standing still means the motor has stopped."""
+    emu = make_emu(position=100, steps_per_second=1000.0)
+    answer = emu.firmware.feed_replies
+
+    def gi_always_moving(data: bytes) -> list[bytes]:
+        replies = answer(data)
+        return [b"01#"] if b":GI#" in data else replies
+
+    emu.firmware.feed_replies = gi_always_moving  # type: ignore[method-assign]
+    driver = make_driver(emu)
+    wait_for(lambda: not driver.status().moving, 4.0, "the power-up 'moving' to be seen through")
+    driver.move_to(600)
+    took = wait_for(lambda: not driver.status().moving, 5.0, "the move to be seen as ended")
+    assert 0.5 <= took <= 3.5  # ~0.5 s of motion, then two seconds of GP standing still
+    assert driver.status().position == 600 == emu.firmware.position
+    driver.move_to(3000)
+    wait_for(lambda: driver.status().position > 800, 2.0, "motion")
+    driver.halt()
+    took = wait_for(lambda: not driver.status().moving, 3.0, "the halt to be seen")
+    assert took <= 1.5  # the shorter window after a halt
+    assert not emu.firmware.moving and driver.status().position == emu.firmware.position < 3000
+
+
+def test_controller_that_reads_its_sensor_on_gt(make_emu: Any, make_driver: Any) -> None:
+    """Some clones (arduino-motorfocus) start the DS18B20 conversion on GT itself and answer ~750 ms later.
+    That is not a failure: the temperature is read, and no poll is counted as failed."""
+    emu = make_emu(temperature=-3.5)
+    answer = emu.firmware.feed_replies
+
+    def slow_gt(data: bytes) -> list[bytes]:
+        if b":GT#" in data:
+            time.sleep(0.75)  # blocks the emulated firmware, as the real one blocks in requestTemperatures()
+        return answer(data)
+
+    emu.firmware.feed_replies = slow_gt  # type: ignore[method-assign]
+    driver = make_driver(emu)
+    assert driver.has_temperature and driver.status().temperature is not None
+    time.sleep(3.0)  # about three idle polls, each with a slow GT
+    assert emu.firmware.command_counts["GT"] >= 3
+    assert driver.failed_polls == 0 and driver.status().fault is None
+    assert driver.status().temperature is not None and abs(driver.status().temperature + 3.5) <= 1.0

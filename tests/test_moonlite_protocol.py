@@ -97,12 +97,14 @@ def test_parse_moving_rejects(reply: bytes) -> None:
 @pytest.mark.parametrize("reply, value", [
     (b"0000#", 0.0), (b"0014#", 10.0), (b"0032#", 25.0), (b"0001#", 0.5), (b"FFFE#", -1.0), (b"FFFF#", -0.5),
     (b"FFEC#", -10.0), (b"8000#", -16384.0), (b"7FFF#", 16383.5), (b"ffec#", -10.0),
+    # clones that print without zero padding (Serial.print(value, HEX)): unsigned half degrees
+    (b"28#", 20.0), (b"A#", 5.0), (b"0#", 0.0), (b"FF#", 127.5),
 ])
 def test_parse_temperature(reply: bytes, value: float) -> None:
     assert mp.parse_temperature(reply) == value
 
 
-@pytest.mark.parametrize("reply", GARBAGE)
+@pytest.mark.parametrize("reply", [g for g in GARBAGE if g != b"123#"] + [b"12345#", b"-1#", b"1.5#"])
 def test_parse_temperature_rejects_garbage(reply: bytes) -> None:
     with pytest.raises(mp.ProtocolError):
         mp.parse_temperature(reply)

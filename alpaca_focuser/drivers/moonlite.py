@@ -40,6 +40,8 @@ T = TypeVar("T")
 MAX_FAILED_POLLS = 3  # consecutive bad replies on an open port before it counts as lost (~1.5 s if silent)
 INIT_TRIES = 3  # tries per query while (re)connecting: a noisy line must not fail the connect at once
 INITIAL_BACKOFF = 0.5  # first reconnect delay; doubles up to reconnect_max_backoff
+STALL_SECONDS = 2.0  # GI says moving but GP has not changed for this long: the motor has stopped
+STALL_AFTER_HALT = 0.5  # the same after a halt, when the motor is only decelerating
 
 
 class _LinkLost(Exception):
@@ -90,6 +92,9 @@ class MoonliteDriver(FocuserDriver):
         self._link: mp.MoonliteLink | None = None
         self._hw_moving = False  # a move or halt was sent and no GI since has reported stopped
         self._failures = 0  # consecutive failed polls
+        self._halted = False  # the last command that moved the motor was a halt
+        self._stall_position: int | None = None  # GP while GI says moving, and since when it has not changed
+        self._stall_since = 0.0
 
     @property
     def transactions(self) -> int:
@@ -268,6 +273,7 @@ class MoonliteDriver(FocuserDriver):
     def _do_halt(self) -> None:
         self._halt.clear()
         self._write(mp.encode_command(mp.HALT))
+        self._halted, self._stall_position = True, None
         self.halt_sent_at = time.monotonic()
         self._hw_moving = True  # FQ is not acknowledged: keep polling GI until the motor reports stopped
         log.info("Moonlite %s: halt sent", self.name)
@@ -292,6 +298,7 @@ class MoonliteDriver(FocuserDriver):
         if not self._halt.is_set():
             self._write(mp.encode_command(mp.START_MOVE))
             self._hw_moving = True
+            self._halted, self._stall_position = False, None
 
     def _do_sync(self, position: int) -> None:
         self._write(mp.encode_set_position(position))
@@ -311,9 +318,22 @@ class MoonliteDriver(FocuserDriver):
             position = self._poll_query(mp.GET_POSITION, mp.parse_position)
         if position is None or moving is None:
             return False
+        if moving and self._stalled(position):
+            log.warning("Moonlite %s: the controller reports moving but the position has stayed at %d; treating "
+                        "the motor as stopped", self.name, position)
+            moving = False
         self._hw_moving = moving
         self._publish(position=position, moving=moving)
         return True
+
+    def _stalled(self, position: int) -> bool:
+        """GI says moving, but GP has not changed for a while. Some clones compute GI from the last SN target,
+        so it never clears after a halt (or at power-up); a motor that really moves changes GP every poll."""
+        now = time.monotonic()
+        if position != self._stall_position:
+            self._stall_position, self._stall_since = position, now
+            return False
+        return now - self._stall_since >= (STALL_AFTER_HALT if self._halted else STALL_SECONDS)
 
     def _poll_idle(self) -> bool:
         previous = self.status().position

@@ -31,6 +31,9 @@ STEP_DELAY_CODES: tuple[int, ...] = (2, 4, 8, 16, 32)
 MAX_REPLY_LENGTH = 16
 #: After a bad reply, a pause so a late one lands before the next command's flush.
 DRAIN_TIME = 0.05
+# Replies that may take longer than read_timeout: some clones read the DS18B20 on GT itself (~750 ms) instead
+# of on C. GT is only polled while idle, so waiting for it delays nothing that matters.
+SLOW_REPLIES = {"GT": 1.2}  # by command name
 
 _HEX = frozenset(string.hexdigits)  # both cases: lenient on case, strict on characters
 
@@ -177,9 +180,11 @@ def parse_moving(reply: bytes) -> bool:
 
 
 def parse_temperature(reply: bytes) -> float:
-    """``GT``: signed 16-bit two's complement in half degrees C (``FFFE#`` -> -1.0)."""
-    raw = int(_body(reply, (4,), "temperature"), 16)
-    if raw >= 0x8000:
+    """``GT``: signed 16-bit two's complement in half degrees C (``FFFE#`` -> -1.0). Some Arduino clones print
+    the value without zero padding (``28#`` = 20.0 C); those 1-3 digit replies are read as unsigned."""
+    text = _body(reply, (1, 2, 3, 4), "temperature")
+    raw = int(text, 16)
+    if len(text) == 4 and raw >= 0x8000:
         raw -= 0x10000
     return raw / 2.0
 
@@ -296,8 +301,10 @@ class MoonliteLink:
 
     def query(self, cmd: str, parser: Callable[[bytes], T], timeout: float | None = None) -> T:
         """Send ``:cmd#`` and return the parsed reply."""
+        if timeout is None:
+            timeout = max(self.read_timeout, SLOW_REPLIES.get(cmd, 0.0))
         self.send(encode_command(cmd))
-        return parser(read_reply(self.port, self.read_timeout if timeout is None else timeout))
+        return parser(read_reply(self.port, timeout))
 
     def query_retry(self, cmd: str, parser: Callable[[bytes], T], tries: int, stop: threading.Event) -> T:
         """``query`` up to ``tries`` times; the last ProtocolError propagates. Raises Cancelled on ``stop``."""
