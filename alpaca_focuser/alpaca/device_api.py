@@ -23,6 +23,19 @@ log = logging.getLogger(__name__)
 DEVICE_TYPE = "focuser"
 
 
+def find_device(devices: dict[int, FocuserDevice], device_type: str, device_number: str) -> FocuserDevice:
+    """The device a URL's ``{device_type}/{device_number}`` names, or BadRequest saying what is wrong."""
+    if device_type != DEVICE_TYPE:
+        hint = " (device types are lower case)" if device_type.lower() == DEVICE_TYPE else ""
+        raise BadRequest(f"Unknown device type {device_type!r}{hint}: this server has only focusers")
+    number = parse_uint32(device_number, "device number")
+    device = devices.get(number)
+    if device is None:
+        configured = ", ".join(str(n) for n in sorted(devices)) or "none"
+        raise BadRequest(f"Focuser {number} is not configured (configured: {configured})")
+    return device
+
+
 class DeviceResource:
     def __init__(self, devices: dict[int, FocuserDevice], counter: TransactionCounter) -> None:
         self.devices = devices
@@ -38,14 +51,7 @@ class DeviceResource:
 
     def _resolve(self, verb: str, device_type: str, device_number: str, member_name: str
                  ) -> tuple[FocuserDevice, Member]:
-        if device_type != DEVICE_TYPE:
-            hint = " (device types are lower case)" if device_type.lower() == DEVICE_TYPE else ""
-            raise BadRequest(f"Unknown device type {device_type!r}{hint}: this server has only focusers")
-        number = parse_uint32(device_number, "device number")
-        device = self.devices.get(number)
-        if device is None:
-            configured = ", ".join(str(n) for n in sorted(self.devices)) or "none"
-            raise BadRequest(f"Focuser {number} is not configured (configured: {configured})")
+        device = find_device(self.devices, device_type, device_number)
         member = BY_ROUTE.get((member_name, verb))
         if member is None:
             if member_name in VERBS:

@@ -12,7 +12,8 @@ from importlib import resources
 import falcon
 
 from alpaca_focuser import __version__
-from alpaca_focuser.alpaca.params import BadRequest, parse_uint32
+from alpaca_focuser.alpaca.device_api import find_device
+from alpaca_focuser.alpaca.params import BadRequest
 from alpaca_focuser.focuser.device import FocuserDevice
 
 STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
@@ -55,12 +56,7 @@ class FocuserSetupPage:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, device_type: str, device_number: str) -> None:
         try:
-            if device_type != "focuser":
-                raise BadRequest(f"Unknown device type {device_type!r}")
-            number = parse_uint32(device_number, "device number")
-            device = self.devices.get(number)
-            if device is None:
-                raise BadRequest(f"Focuser {number} is not configured")
+            device = find_device(self.devices, device_type, device_number)
         except BadRequest as exc:
             # The Management API: "an HTTP status code of 403 indicates that an invalid URL was sent to the
             # /setup browser interface", with an HTML body like every other /setup reply.
@@ -68,7 +64,7 @@ class FocuserSetupPage:
             resp.content_type = "text/html; charset=utf-8"
             resp.text = _page("No such device", f"<p>{escape(str(exc))}</p><p><a href=\"/setup\">All devices</a></p>")
             return
-        cfg = device.cfg
+        cfg, number = device.cfg, device.device_number
         info = _table([
             ("Name", cfg.name), ("Driver", cfg.driver), ("Description", device.description()),
             ("UniqueID", device.unique_id), ("MaxStep", cfg.max_step), ("MaxIncrement", cfg.max_increment),
