@@ -140,8 +140,7 @@ def _subcommand(module: str, prog: str, description: str) -> Callable[[Sequence[
         p = argparse.ArgumentParser(prog=f"alpaca-focuser {prog}", description=description)
         mod.add_arguments(p)
         args = p.parse_args(argv)
-        if prog == "emulate":
-            setup_logging("INFO")
+        setup_logging("INFO")  # the same log format as the server (the emulator logs what it is sent)
         return int(mod.run(args))
 
     return run
