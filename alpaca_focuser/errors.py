@@ -67,4 +67,3 @@ class DriverError(AscomError):
 # Driver-specific numbers, within the ASCOM driver range 0x500..0xFFF.
 SERIAL_PORT_ERROR = 0x501  # the serial port could not be opened, vanished or failed
 DEVICE_NOT_RESPONDING = 0x502  # the port is open but the controller does not answer sensibly
-CONNECT_IN_PROGRESS = 0x503  # a Connect/Disconnect is still running
