@@ -1,0 +1,44 @@
+"""What a firmware state machine offers the pty link: one link (pty_link.py) serves every protocol.
+
+A firmware does no I/O and starts no threads. The link feeds it the bytes the host writes, sends what it answers
+(paced like a real line and USB adapter if asked), calls ``boot`` whenever the host opens the port (an Arduino or
+ESP32 resets on DTR), and timestamps each command as it completes (``commands`` grows by one per command, and the
+link notes the arrival time of the chunk that finished it).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Firmware(Protocol):
+    """A focuser controller's firmware as a state machine driven by raw protocol bytes."""
+
+    #: The byte that ends a command on this protocol (``#``, or ``\\n`` for line protocols): while the board
+    #: boots, the link counts the commands it ignores by it.
+    terminator: bytes
+    #: Every command received, in order of arrival, as text (``"SN1A2B"``). Only ever appended to.
+    commands: list[str]
+
+    def feed_replies(self, data: bytes) -> list[bytes]:
+        """Process received bytes; return the reply of each completed command that has one, in order."""
+        ...
+
+    def reset_input(self) -> None:
+        """Forget a partial command (what a reset does to the receive buffer)."""
+        ...
+
+    def boot(self) -> bytes:
+        """The port was opened and the board reset: reset volatile state, and return what the board prints while
+        it boots (an ESP32 banner), or ``b""``."""
+        ...
+
+    @property
+    def moving(self) -> bool:
+        """The motor is moving right now."""
+        ...
+
+    #: The motor position in steps; tests may set it (any move stops there).
+    position: int
+    #: The probe temperature in degrees C; tests may set it.
+    temperature: float
