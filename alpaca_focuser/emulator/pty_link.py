@@ -27,7 +27,8 @@ reply starts late), ``split_replies`` (each reply reaches the host in two
 chunks ``split_pause`` apart, what a USB-serial adapter's latency timer does)
 and ``line_baud`` (each byte takes its time on the wire: ~1.04 ms at 9600 8N1).
 ``command_log`` holds ``(arrival time, command)`` pairs, the time being
-``time.monotonic()`` when the chunk that completed the command was read.
+``time.monotonic()`` when the chunk that completed the command was read;
+``output_log`` holds ``(time, bytes)`` of every write to the host.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class PtyLink:
         self.boot_ignored_commands = 0  #: command terminators among them
         self.client_open = False
         self.command_log: list[tuple[float, str]] = []  #: (monotonic arrival time, command), in order
+        self.output_log: list[tuple[float, bytes]] = []  #: (monotonic time, bytes) of every write to the host
 
         self._out: deque[tuple[float, bytes]] = deque()  # (due time, bytes) to write, in due order
         self._last_due = 0.0
@@ -369,6 +371,7 @@ class PtyLink:
         except OSError as e:
             logger.warning("write to pty failed (%s): dropping %r", e, data)
             return
+        self.output_log.append((time.monotonic(), data[:written]))
         if written < len(data):
             logger.warning("pty buffer full: dropped %r", data[written:])
 
