@@ -145,6 +145,7 @@ class LinkStats:
                 sent=_frozen(self._sent), replies=_frozen(self._replies), bad_replies=_frozen(self._bad),
                 timeouts=_frozen(self._timeouts),
                 round_trip=MappingProxyType({k: r.freeze() for k, r in self._round_trip.items()}),
-                failed_polls=self._failed_polls, halt_replies=self._halt_replies, faults=self._faults, reconnects=self._reconnects,
+                failed_polls=self._failed_polls, halt_replies=self._halt_replies, faults=self._faults,
+                reconnects=self._reconnects,
                 halts_requested=self._halts_requested, halts_sent=self._halts_sent,
                 halts_out_of_band=self._halts_out_of_band, halt_latency=self._halt_latency.freeze())

@@ -67,9 +67,10 @@ class TerminatedFramer:
     """Frames that end with one terminator byte sequence, e.g. ``#`` (``1A2B#``) or ``\\n``.
 
     ``keep_terminator`` keeps it on the frame (the Moonlite parsers check it); ``strip`` removes these trailing
-    bytes as well when the terminator is dropped (``\\r`` of a ``\\r\\n`` line ending); ``skip_empty`` drops frames that are then empty (a blank
-    line). Data that grows past ``max_length`` without a terminator is noise (reboot chatter, wrong baud rate):
-    it is dropped and reported, so the caller counts a failed transaction instead of waiting for a frame forever.
+    bytes as well when the terminator is dropped (``\\r`` of a ``\\r\\n`` line ending); ``skip_empty`` drops
+    frames that are then empty (a blank line). Data that grows past ``max_length`` without a terminator is noise
+    (reboot chatter, wrong baud rate): it is dropped and reported, so the caller counts a failed transaction
+    instead of waiting for a frame forever.
     """
 
     def __init__(self, terminator: bytes = b"#", max_length: int = 16, *, keep_terminator: bool = True,

@@ -71,7 +71,10 @@ class HaltSignal:
                 return
             self._set = True
         try:
-            os.write(self._write_fd, (1).to_bytes(8, "little"))  # eventfd wants 8 bytes; a pipe takes any
+            if hasattr(os, "eventfd_write"):
+                os.eventfd_write(self._write_fd, 1)
+            else:  # pragma: no cover - not Linux
+                os.write(self._write_fd, b"\x01")
         except BlockingIOError:  # pragma: no cover - already readable, which is all that matters
             pass
 
