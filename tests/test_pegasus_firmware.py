@@ -9,20 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_clock import FakeClock
 
 from alpaca_focuser.emulator import pegasus_firmware as pf
 from alpaca_focuser.emulator.pegasus_firmware import PegasusFirmware
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def test_encoders(frame: bytes, expected: bytes) -> None:
     lambda: pp.encode_move(-1), lambda: pp.encode_move(2**31), lambda: pp.encode_move(1.5),  # type: ignore
     lambda: pp.encode_move(True), lambda: pp.encode_move("10"), lambda: pp.encode_sync(-5),  # type: ignore
     lambda: pp.encode_speed(99), lambda: pp.encode_speed(1001), lambda: pp.encode_backlash(-1),
-    lambda: pp.encode_backlash(10000), lambda: pp.encode("A", 1), lambda: pp.encode("M"), lambda: pp.encode("Q"),
+    lambda: pp.encode_backlash(10000), lambda: pp.encode("A", 1), lambda: pp.encode("H", 0), lambda: pp.encode("M"), lambda: pp.encode("Q"),
     lambda: pp.encode(""), lambda: pp.encode("M:1"), lambda: pp.encode("L", 0), lambda: pp.encode("N", 2),
 ])
 def test_encoders_refuse_bad_arguments(call) -> None:  # type: ignore[no-untyped-def]
@@ -169,6 +169,15 @@ def test_reply_does_not_match(frame: bytes, line: bytes) -> None:
     assert not pp.reply_matches(frame, line)
 
 
+@pytest.mark.parametrize("line, command", [
+    (b"OK_FC", "#"), (STATUS + b"\r\n", "A"), (b"M:1200", "M"), (b"W:-3", "W"), (b"L:1", "L"), (b"B:400.00", "B"),
+    (b"0", None), (b"1234", None), (b"ERR:", None), (b"OK_DMFCN:2.8", None), (b"M:", None), (b"Q:1", None),
+    (b"M:12x", None), (b"", None), (b"\xff", None),
+])
+def test_identify_reply(line: bytes, command: str | None) -> None:
+    assert pp.identify_reply(line) == command
+
+
 def test_expected_replies() -> None:
     assert pp.expected_replies(b"M:5\n") == {"M:5"}
     assert pp.expected_replies(b"H\n") == {"0"}
@@ -245,7 +254,7 @@ def test_codec_reads_every_emulated_firmware(profile: str, variant: str) -> None
         lines = framer.feed(raw)
         assert all(pp.reply_matches(frame, line) for line in lines), (frame, lines)
         command, _ = pp.split_frame(frame)
-        answers = command in pp.QUERIES - {pp.HALT} or command in pp.ANSWERED_BY_ALL_FIRMWARE or \
+        answers = command in pp.QUERIES or command in pp.ANSWERED_BY_ALL_FIRMWARE or \
             firmware.variant.answers_set_commands
         assert len(lines) == (1 if answers else 0), (frame, lines)
         clock[0] += 0.01

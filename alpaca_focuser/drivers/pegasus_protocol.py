@@ -52,7 +52,8 @@ LED = "L"
 SPEED = "S"
 KNOB = "E"  # "encoder" in the sources: the rotary knob on the controller, E:0 enables it, E:1 disables it
 
-QUERIES = frozenset({HANDSHAKE, STATUS, VERSION, TEMPERATURE, POSITION, MOVING, GET_SPEED, KNOB_POSITION, HALT})
+#: Requests that always answer one line (``H`` takes no argument either, but answers only on recent firmware).
+QUERIES = frozenset({HANDSHAKE, STATUS, VERSION, TEMPERATURE, POSITION, MOVING, GET_SPEED, KNOB_POSITION})
 SET_COMMANDS = frozenset({MOVE, MOVE_RELATIVE, SYNC, REVERSE, BACKLASH, MOTOR_MODE, LED, SPEED, KNOB})
 #: Set commands that answer a line on every firmware (INDIGO's driver and simulators read one for these only).
 ANSWERED_BY_ALL_FIRMWARE = frozenset({REVERSE, LED, KNOB, MOTOR_MODE})
@@ -114,7 +115,7 @@ def encode(command: str, argument: int | None = None) -> bytes:
 
     Raises ValueError for an unknown command, a missing or extra argument, or one out of its range.
     """
-    if command in QUERIES:
+    if command in QUERIES or command == HALT:
         if argument is not None:
             raise ValueError(f"Pegasus command {command!r} takes no argument, got {argument!r}")
         return command.encode("ascii") + TERMINATOR
@@ -310,6 +311,30 @@ def expected_replies(frame: bytes) -> frozenset[str]:
         digit = "1" if value == 1 else "0"
         return frozenset({digit, str(value), f"R:{value}"})
     return frozenset({f"{command}:{value}"})
+
+
+def identify_reply(line: bytes) -> str | None:
+    """The command a self-describing line answers, for logging a stray one: ``#`` for ``OK_DMFCN``, ``A`` for a
+    status line, the letter of an echo (``M:1200`` -> ``M``), ``B`` for ``B:400``; None for a bare number
+    (``0`` may answer ``H``, ``P``, ``I`` or ``R``), ``ERR:`` or anything else."""
+    try:
+        text = _text(line, "reply")
+    except ProtocolError:
+        return None
+    letter, sep, value = text.partition(":")
+    if text.startswith("OK_"):
+        for command, parser in ((HANDSHAKE, parse_model), (STATUS, parse_status)):
+            try:
+                parser(line)
+                return command
+            except ProtocolError:
+                pass
+        return None
+    if letter == GET_SPEED and sep:
+        return GET_SPEED if _DECIMAL.fullmatch(value) else None
+    if letter in SET_COMMANDS and sep and _INTEGER.fullmatch(value):
+        return letter
+    return None
 
 
 _QUERY_PARSERS: dict[str, Callable[[bytes], object]] = {
