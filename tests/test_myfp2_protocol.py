@@ -171,7 +171,7 @@ def test_parse_firmware_name(reply: bytes, value: tuple[str, str]) -> None:
 
 
 @pytest.mark.parametrize("reply", [b"FULN2003_M_MT_F#", b"F\r\n338#", b"FULN\r\n#", b"FULN\r\n\r\n338#",
-                                   b"FULN2003_M_MT_F_BT_IR_RE_BT\r\n3", b"FU LN\r\n338#"])
+                                   b"FULN2003_M_MT_F_BT_IR_RE_BT\r\n33", b"FU LN\r\n338#"])
 def test_parse_firmware_name_rejects_garbage(reply: bytes) -> None:
     with pytest.raises(ProtocolError):
         mp.parse_firmware_name(reply)
@@ -329,7 +329,7 @@ def test_framer_text_line_in_place_of_a_reply_is_noise() -> None:
 
 def test_framer_truncated_name_reply_without_terminator_does_not_become_a_position() -> None:
     # A 26-character board name overflows the firmware's 32-byte buffer: the '#' is lost
-    frames, _ = collect(mp.ReplyFramer(), [b"FULN2003_M_MT_F_BT_IR_RE_BT\r\n3", b"P5000#", b"P5001#"])
+    frames, _ = collect(mp.ReplyFramer(), [b"FULN2003_M_MT_F_BT_IR_RE_BT\r\n33", b"P5000#", b"P5001#"])
     for frame in frames:
         if frame.startswith(b"P"):
             assert mp.parse_position(frame) == 5001
