@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from alpaca_focuser.drivers import myfp2_protocol as mp
-from alpaca_focuser.emulator.myfp2_firmware import BOOT_DELAY_S, PROFILES, MyFP2Firmware
+from alpaca_focuser.emulator.myfp2_firmware import BOOT_DELAYS, PROFILES, MyFP2Firmware
 from fake_clock import FakeClock
 
 
@@ -28,6 +28,13 @@ def make(clock: FakeClock, profile: str = "nano", **kwargs: object) -> MyFP2Firm
 def ask(fw: MyFP2Firmware, frame: bytes) -> bytes:
     """One command, its whole reply (b"" for silent commands)."""
     return fw.feed(frame)
+
+
+def reboot(fw: MyFP2Firmware, clock: FakeClock) -> bytes:
+    """A port open: the DTR reset, then wait until the board listens again."""
+    banner = fw.boot()
+    clock.advance(fw.boot_delay)
+    return banner
 
 
 # --- replies ------------------------------------------------------------------------------------------------------
@@ -47,7 +54,7 @@ def test_nano_answers_every_query_in_the_firmware_format(clock: FakeClock) -> No
 
 def test_esp32_profile_differs_where_the_firmware_does(clock: FakeClock) -> None:
     fw = MyFP2Firmware("esp32", clock=clock, temperature=-3.3)
-    assert fw.baud == 115200 and fw.boot_delay_s == BOOT_DELAY_S["esp32"]
+    assert fw.baud == 115200 and fw.boot_delay == BOOT_DELAYS["esp32"]
     assert ask(fw, b":06#") == b"Z-3.250#"  # %.3f
     assert ask(fw, b":08#") == b"M80000#"
     assert ask(fw, b":04#") == b"FPRO2ESP32DRV8825\r\n330#"
@@ -270,7 +277,7 @@ def test_a_probe_plugged_in_later_is_found_only_at_boot(clock: FakeClock) -> Non
     fw = make(clock, probe=False, temperature=5.0)
     fw.probe_connected = True
     assert ask(fw, b":83#:06#") == b"c0#Z20.00#"
-    fw.boot()
+    reboot(fw, clock)
     assert ask(fw, b":83#:06#") == b"c1#Z5.00#"
 
 
@@ -278,7 +285,7 @@ def test_temperature_is_driven_by_the_test_in_probe_resolution_steps(clock: Fake
     fw = make(clock, temperature=10.0)
     fw.temperature = 11.13
     assert ask(fw, b":06#") == b"Z11.25#"  # 0.25 C steps
-    fw.temperature_fn = lambda now: 2.0 - (now - 1000.0) / 10.0
+    fw.temperature_source = lambda elapsed: 2.0 - elapsed / 10.0
     clock.advance(30.0)
     assert ask(fw, b":06#") == b"Z-1.00#"
     assert mp.parse_temperature(ask(fw, b":06#")) == -1.0
@@ -322,8 +329,29 @@ def test_boot_returns_what_the_board_prints(clock: FakeClock) -> None:
     banner = make(clock, "esp32").boot()
     assert banner.startswith(b"ets Jun  8 2016") and banner.endswith(b"\r\n")
     assert b"#" not in banner and b":" in banner
-    assert set(BOOT_DELAY_S) == set(PROFILES)
-    assert 1.0 <= BOOT_DELAY_S["nano"] <= 2.0
+    assert set(BOOT_DELAYS) == set(PROFILES)
+    assert 1.0 <= BOOT_DELAYS["nano"] <= 2.0
+
+
+@pytest.mark.parametrize("profile", ["nano", "esp32"])
+def test_the_board_is_deaf_while_it_boots(clock: FakeClock, profile: str) -> None:
+    fw = make(clock, profile)
+    fw.boot()
+    assert fw.booting
+    assert ask(fw, b":03#") == b"" and fw.boot_ignored_bytes == 4
+    clock.advance(fw.boot_delay - 0.05)
+    assert ask(fw, b":03#") == b""  # retried too early: still lost
+    clock.advance(0.1)
+    assert not fw.booting
+    assert ask(fw, b":03#") in (b"F338#", b"F330#")
+    assert fw.commands == ["03"] and fw.boot_ignored_bytes == 8
+
+
+def test_a_board_without_auto_reset_ignores_the_port_open(clock: FakeClock) -> None:
+    fw = make(clock, "esp32", resets_on_open=False, position=0)
+    ask(fw, b":27#:141#")  # an armed halt and an unsaved setting
+    assert fw.boot() == b"" and not fw.booting and fw.boots == 0
+    assert ask(fw, b":13#") == b"R1#" and fw.halt_armed
 
 
 def test_boot_drops_a_partial_frame_and_a_move_in_progress(clock: FakeClock) -> None:
@@ -332,7 +360,7 @@ def test_boot_drops_a_partial_frame_and_a_move_in_progress(clock: FakeClock) -> 
     ask(fw, b":052000#")
     clock.advance(3.0)
     fw.feed(b":05")
-    fw.boot()
+    reboot(fw, clock)
     assert ask(fw, b"99#:00#:01#") == b"P1000#I0#"  # '99#' without ':' is noise; back at the saved position
     assert fw.physical_position == 1300  # the motor stopped where the reset caught it
     assert fw.boots == 1
@@ -345,7 +373,7 @@ def test_nano_loses_settings_and_position_reset_within_the_quiet_period(clock: F
     clock.advance(2.0)  # the move ended at +2 s; the EEPROM write waits 10 s more
     ask(fw, b":141#:7740#")
     clock.advance(5.0)
-    fw.boot()
+    reboot(fw, clock)
     assert ask(fw, b":00#:13#:78#") == b"P0#R0#60#"
 
 
@@ -358,7 +386,7 @@ def test_nano_saves_ten_seconds_after_the_last_move(clock: FakeClock) -> None:
     clock.advance(1.0)
     fw.update()
     assert fw.saved_position == 200 and fw.saved_settings.backlash_in_steps == 40
-    fw.boot()
+    reboot(fw, clock)
     assert ask(fw, b":00#:13#:78#") == b"P200#R0#640#"
 
 
@@ -368,7 +396,7 @@ def test_nano_saves_a_late_setting_at_once_but_never_temperature_compensation(cl
     ask(fw, b":141#:231#")
     ask(fw, b":00#")
     assert fw.saves == 1 and fw.saved_settings.reverse
-    fw.boot()
+    reboot(fw, clock)
     assert ask(fw, b":13#:24#") == b"R1#10#"  # tempcompstate lives in RAM only
 
 
@@ -377,7 +405,7 @@ def test_save_command_writes_at_once(clock: FakeClock) -> None:
     ask(fw, b":05300#")
     clock.advance(4.0)
     ask(fw, b":48#:731#")
-    fw.boot()
+    reboot(fw, clock)
     assert ask(fw, b":00#:74#") == b"P300#40#"  # the setting after :48# was not saved yet
 
 
@@ -394,14 +422,14 @@ def test_esp32_saves_sixty_seconds_after_the_last_change(clock: FakeClock) -> No
     clock.advance(15.0)
     fw.update()
     assert fw.saved_position == 300
-    fw.boot()
+    reboot(fw, clock)
     assert ask(fw, b":00#:13#:24#") == b"P300#R1#11#"  # the ESP saves compensation on/off too
 
 
 def test_boot_clears_an_armed_halt(clock: FakeClock) -> None:
     fw = make(clock, "esp32", position=0)
     ask(fw, b":27#")
-    fw.boot()
+    reboot(fw, clock)
     assert not fw.halt_armed
     ask(fw, b":05100#")
     clock.advance(2.0)

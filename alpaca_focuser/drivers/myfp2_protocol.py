@@ -38,48 +38,30 @@ NO_PROBE_TEMPERATURE = 20.0
 #: builds (INDIGO treats it as no probe); anything outside is garbage.
 TEMPERATURE_RANGE = (-128.0, 150.0)
 
-# --- command numbers ------------------------------------------------------------------------------------------
-GET_POSITION = 0
-GET_MOVING = 1
-GET_STATUS = 2
-GET_FIRMWARE_VERSION = 3
-GET_FIRMWARE_NAME = 4
-MOVE_TO = 5                     # ignored while moving; target clamped to 0..MaxStep
+# --- command numbers (the two digits after ':') ----------------------------------------------------------------
+GET_POSITION, GET_MOVING, GET_STATUS, GET_FIRMWARE_VERSION, GET_FIRMWARE_NAME = 0, 1, 2, 3, 4
+MOVE_TO = 5  # ignored while moving; target clamped to 0..MaxStep
 GET_TEMPERATURE = 6
-SET_MAX_STEP = 7
-GET_MAX_STEP = 8
-GET_MAX_INCREMENT = 10
-GET_COIL_POWER = 11
-SET_COIL_POWER = 12
-GET_REVERSE = 13
-SET_REVERSE = 14                # ignored while moving
-SET_MOTOR_SPEED = 15
-SET_TEMP_COEFFICIENT = 22
-SET_TEMP_COMPENSATION = 23      # ignored without a probe
-GET_TEMP_COMPENSATION = 24
+SET_MAX_STEP, GET_MAX_STEP, GET_MAX_INCREMENT = 7, 8, 10
+GET_COIL_POWER, SET_COIL_POWER = 11, 12
+GET_REVERSE, SET_REVERSE = 13, 14  # set: ignored while moving
+SET_MOTOR_SPEED, GET_MOTOR_SPEED = 15, 43
+SET_TEMP_COEFFICIENT, GET_TEMP_COEFFICIENT = 22, 26
+SET_TEMP_COMPENSATION, GET_TEMP_COMPENSATION = 23, 24  # set: ignored without a probe
 GET_TEMP_COMP_AVAILABLE = 25
-GET_TEMP_COEFFICIENT = 26
 HALT = 27
-GET_STEP_MODE = 29
-SET_STEP_MODE = 30
-SYNC_POSITION = 31              # ignored while moving
+GET_STEP_MODE, SET_STEP_MODE = 29, 30
+SYNC_POSITION = 31  # ignored while moving; clamped to 0..MaxStep
 GET_TARGET = 39
-GET_MOTOR_SPEED = 43
 SAVE_SETTINGS = 48
 GET_STEP_DELAY = 55
-SET_DELAY_AFTER_MOVE = 71
-GET_DELAY_AFTER_MOVE = 72
-SET_BACKLASH_IN_ENABLED = 73
-GET_BACKLASH_IN_ENABLED = 74
-SET_BACKLASH_OUT_ENABLED = 75
-GET_BACKLASH_OUT_ENABLED = 76
-SET_BACKLASH_IN_STEPS = 77
-GET_BACKLASH_IN_STEPS = 78
-SET_BACKLASH_OUT_STEPS = 79
-GET_BACKLASH_OUT_STEPS = 80
+SET_DELAY_AFTER_MOVE, GET_DELAY_AFTER_MOVE = 71, 72
+SET_BACKLASH_IN_ENABLED, GET_BACKLASH_IN_ENABLED = 73, 74
+SET_BACKLASH_OUT_ENABLED, GET_BACKLASH_OUT_ENABLED = 75, 76
+SET_BACKLASH_IN_STEPS, GET_BACKLASH_IN_STEPS = 77, 78
+SET_BACKLASH_OUT_STEPS, GET_BACKLASH_OUT_STEPS = 79, 80
 GET_PROBE_PRESENT = 83
-GET_TC_DIRECTION = 87
-SET_TC_DIRECTION = 88
+GET_TC_DIRECTION, SET_TC_DIRECTION = 87, 88
 
 #: The first character of each query's reply. Note 03 and 04 both answer 'F'.
 REPLY_LETTERS: dict[int, str] = {
@@ -352,50 +334,81 @@ def parse_reply(command: int, reply: bytes) -> object:
     return parser(reply)
 
 
+# --- matching replies to requests ---------------------------------------------------------------------------------
+def split_frame(frame: bytes) -> tuple[int, str]:
+    """``b":05123#"`` -> ``(5, "123")``; ValueError for anything ``encode_command`` would not make."""
+    match = _FRAME.fullmatch(bytes(frame)) if isinstance(frame, (bytes, bytearray)) else None
+    if match is None:
+        raise ValueError(f"{frame!r} is not a myFocuserPro2 request")
+    return int(match.group(1)), match.group(2).decode("ascii")
+
+
+def reply_matches(frame: bytes, reply: bytes) -> bool:
+    """Whether ``reply`` can answer the request ``frame``: its query's parser accepts it. Always False for
+    set and action commands (halt included), which never reply, so anything arriving after them is stray."""
+    command, _ = split_frame(frame)
+    parser = PARSERS.get(command)
+    if parser is None:
+        return False
+    try:
+        parser(reply)
+    except ProtocolError:
+        return False
+    return True
+
+
+def identify_reply(reply: bytes) -> int | None:
+    """The query a reply answers, for logging a stray one: ``P12#`` -> GET_POSITION, ``F338#`` ->
+    GET_FIRMWARE_VERSION, ``FULN\\r\\n338#`` -> GET_FIRMWARE_NAME; None when no query's parser accepts it."""
+    letter = reply_letter(reply)
+    for command in (command for command, own in REPLY_LETTERS.items() if own == letter):
+        try:
+            PARSERS[command](reply)
+            return command
+        except ProtocolError:
+            pass
+    return None
+
+
+_FRAME = re.compile(rb":([0-9]{2})([0-9]{0,9})#")
+
+
 # --- framing ------------------------------------------------------------------------------------------------------
-class FramingError(ProtocolError):
-    """Bytes that cannot belong to a reply were dropped. ``frames`` holds the complete replies found in the same
-    data, in order, so noise next to a good reply does not lose it; ``noise`` holds what was dropped."""
-
-    def __init__(self, message: str, frames: list[bytes], noise: bytes) -> None:
-        super().__init__(message)
-        self.frames = frames
-        self.noise = noise
-
-
 _CR, _LF, _HASH = 0x0D, 0x0A, 0x23
 
 
 class ReplyFramer:
-    """Splits the controller's byte stream into ``#``-terminated replies (the role ``ReplyReader`` plays for
-    Moonlite, in the style of ``serial.threaded.Packetizer``).
+    """Splits the controller's byte stream into ``#``-terminated replies (the role ``LineFramer`` plays for
+    Pegasus, in the style of ``serial.threaded.Packetizer``). ``feed`` returns complete replies with their ``#``.
 
     What the firmware sends besides replies, and what happens to it:
 
     - line breaks between replies: skipped;
-    - the ``:04#`` reply ``F<board>\\r\\n<version>#``: a line break inside a frame starting with ``F`` is kept;
+    - the ``:04#`` reply ``F<board>\r\n<version>#``: a line break inside a frame starting with ``F`` is kept;
     - the ESP32 boot banner and any other text line: a line break inside any other frame, or a frame that grows
       to ``max_length`` without ``#``, is noise; after an overlong frame everything up to the next line break or
       ``#`` is noise too, so the tail of a long line never starts a frame;
     - a frame must start with a printable character: a NUL or 0xFF from a resetting board is noise.
 
-    Noise is dropped and reported: ``feed`` raises FramingError (a ProtocolError) carrying the good frames.
+    Noise is dropped and reported through ``noise_count`` (one per ``feed`` call that dropped something),
+    ``last_noise`` and the optional ``on_noise`` callback; the good replies around it are still returned.
     """
 
-    def __init__(self, max_length: int = MAX_REPLY_LENGTH) -> None:
+    def __init__(self, max_length: int = MAX_REPLY_LENGTH, on_noise: Callable[[bytes], None] | None = None) -> None:
         self.max_length = max_length
+        self.on_noise = on_noise
         self.buffer = bytearray()  # the frame in progress
-        self.noise_bytes = 0  # dropped since creation (diagnostics)
-        self._skipping = False
+        self.discarding = False  # after an overlong frame: drop up to the next line break or '#'
+        self.noise_count = 0
+        self.last_noise = b""
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return the complete frames, each ending in ``#``."""
         frames: list[bytes] = []
         noise = bytearray()
         for byte in data:
-            if self._skipping:
+            if self.discarding:
                 noise.append(byte)
-                self._skipping = byte not in (_CR, _LF, _HASH)
+                self.discarding = byte not in (_CR, _LF, _HASH)
             elif byte == _HASH:
                 self.buffer.append(byte)
                 frames.append(bytes(self.buffer))
@@ -414,14 +427,15 @@ class ReplyFramer:
                 if len(self.buffer) >= self.max_length:  # no room left for the '#'
                     noise += self.buffer
                     self.buffer.clear()
-                    self._skipping = True
+                    self.discarding = True
         if noise:
-            self.noise_bytes += len(noise)
-            shown = bytes(noise[:48]) + (b"..." if len(noise) > 48 else b"")
-            raise FramingError(f"dropped {len(noise)} bytes that are not a reply: {shown!r}", frames, bytes(noise))
+            self.noise_count += 1
+            self.last_noise = bytes(noise[: 4 * self.max_length])
+            if self.on_noise is not None:
+                self.on_noise(self.last_noise)
         return frames
 
     def reset(self) -> None:
-        """Forget the frame in progress (after a reconnect or a flush)."""
+        """Forget the frame in progress (after a flush or a reconnect)."""
         self.buffer.clear()
-        self._skipping = False
+        self.discarding = False

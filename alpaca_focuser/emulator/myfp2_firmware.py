@@ -3,8 +3,8 @@
 Independent of :mod:`alpaca_focuser.drivers` on purpose (its own parser and formatter), so a driver bug cannot
 hide behind a matching emulator bug. No I/O, no threads: request bytes go in through :meth:`feed_replies`,
 reply bytes come out, and time comes from an injectable clock so tests drive motion with a fake clock.
-:meth:`boot` is the DTR reset the pty link performs on every port open. The behaviour follows the firmware
-sources cited in ``docs/protocols/myfp2.md``:
+:meth:`boot` is the DTR reset the pty link performs on every port open: the board ignores input for
+``boot_delay`` seconds and returns what it prints. The behaviour follows the sources in ``docs/protocols/myfp2.md``:
 
 - a move runs in time (backlash steps first, then the steps, then the delay after move, IsMoving 1 throughout);
   ``:05#`` is ignored while moving and its target clamped to 0..MaxStep; sync and reverse are ignored while
@@ -29,9 +29,9 @@ from typing import Callable
 
 from alpaca_focuser.emulator import myfp2_commands
 from alpaca_focuser.emulator.framing import RequestFramer
-from alpaca_focuser.emulator.myfp2_profiles import BOOT_DELAY_S, DEFAULT_PROFILE, PROFILES, MyFP2Profile, Settings
+from alpaca_focuser.emulator.myfp2_profiles import BOOT_DELAYS, DEFAULT_PROFILE, PROFILES, MyFP2Profile, Settings
 
-__all__ = ["BOOT_DELAY_S", "DEFAULT_PROFILE", "PROFILES", "MyFP2Firmware"]
+__all__ = ["BOOT_DELAYS", "DEFAULT_PROFILE", "PROFILES", "MyFP2Firmware"]
 
 logger = logging.getLogger("alpaca_focuser.emulator")
 
@@ -51,7 +51,7 @@ class MyFP2Firmware:
 
     def __init__(self, profile: str = DEFAULT_PROFILE, *, position: int | None = None, max_step: int | None = None,
                  probe: bool = True, temperature: float = 10.0, steps_per_second: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 resets_on_open: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         if profile not in PROFILES:
             raise ValueError(f"profile must be one of {sorted(PROFILES)}, not {profile!r}")
         if steps_per_second is not None and not steps_per_second > 0:
@@ -66,10 +66,13 @@ class MyFP2Firmware:
         if not 0 <= start <= settings.max_step:
             raise ValueError(f"position must be 0..{settings.max_step}")
         self.steps_per_second = steps_per_second
+        #: False for a board whose auto-reset is disabled (a capacitor on RESET, an ESP32 without DTR wiring).
+        self.resets_on_open = resets_on_open
         self._clock = clock
-        #: What the probe measures (C); or drive it with ``temperature_fn(clock_time) -> C``.
+        self._t_created = clock()
+        #: What the probe measures (C); ``temperature_source(seconds since creation) -> C`` wins if set.
         self.temperature = float(temperature)
-        self.temperature_fn: Callable[[float], float] | None = None
+        self.temperature_source: Callable[[float], float] | None = None
         #: Whether a probe is plugged in. The firmware looks for it at boot only.
         self.probe_connected = probe
         #: Whether the 12 V motor supply is on: the Nano ignores moves without it (stepper power detect).
@@ -79,7 +82,9 @@ class MyFP2Firmware:
         #: Frames that were unknown or malformed (also logged as warnings).
         self.rejected_commands: list[str] = []
         self.boots = 0  #: DTR resets so far
+        self.boot_ignored_bytes = 0  #: input dropped while booting
         self.saves = 0  #: EEPROM writes so far
+        self._boot_until = float("-inf")
         self._saved = settings
         self._saved_position = start
         self._offset = 0  # physical position - the firmware's counter (changes on sync and on reboot)
@@ -191,7 +196,8 @@ class MyFP2Firmware:
     def _sample_temperature(self, now: float) -> None:
         if not self._probe_found:
             return
-        measured = self.temperature_fn(now) if self.temperature_fn is not None else self.temperature
+        source = self.temperature_source
+        measured = source(now - self._t_created) if source is not None else self.temperature
         if self.profile.filters_temperature and not -40.0 < measured < 80.0:
             return  # read_temp() keeps the last valid reading
         self._reported_temperature = round(measured / TEMPERATURE_STEP_C) * TEMPERATURE_STEP_C
@@ -276,8 +282,13 @@ class MyFP2Firmware:
         return self._steps_per_second()
 
     @property
-    def boot_delay_s(self) -> float:
-        return self.profile.boot_delay_s
+    def boot_delay(self) -> float:
+        return self.profile.boot_delay
+
+    @property
+    def booting(self) -> bool:
+        """Within ``boot_delay`` of the last reset: input is dropped (the Nano's bootloader, the ESP32's setup)."""
+        return self._clock() < self._boot_until
 
     @property
     def baud(self) -> int:
@@ -296,14 +307,19 @@ class MyFP2Firmware:
 
     def boot(self) -> bytes:
         """The DTR reset on port open: RAM state is lost (unsaved settings and position, a pending halt, a move
-        in progress stops where it is), the saved copy is loaded. Returns what the board prints while booting
-        (the ESP32 ROM banner, nothing on the Nano); the link then ignores input for ``boot_delay_s``."""
+        in progress stops where it is), the saved copy is loaded, and input is ignored for ``boot_delay``.
+        Returns what the board prints while booting: the ESP32 ROM banner and setup lines, nothing on the Nano.
+        Does nothing (returns b"") when ``resets_on_open`` is False."""
+        if not self.resets_on_open:
+            return b""
         now = self._clock()
         self._catch_up(now)
         self._offset += self.position_at(now) - self._saved_position  # the motor stays where it stopped
         self.boots += 1
         self._start_up(self._saved_position, now)
-        logger.info("myfp2 %s: boot %d at position %d", self.profile.name, self.boots, self._pos0)
+        self._boot_until = now + self.profile.boot_delay
+        logger.info("myfp2 %s: boot %d at position %d, deaf for %.1f s", self.profile.name, self.boots, self._pos0,
+                    self.profile.boot_delay)
         return self.profile.banner
 
     # ---------------------------------------------------------------- framing
@@ -317,6 +333,9 @@ class MyFP2Firmware:
 
     def feed_replies(self, data: bytes) -> list[bytes]:
         """Process raw input; one element per reply, so a link can pace them."""
+        if self.booting:
+            self.boot_ignored_bytes += len(data)
+            return []
         replies = [self._execute(body) for body in self._requests.feed(data)]
         return [reply for reply in replies if reply is not None]
 

@@ -63,7 +63,7 @@ class MyFP2Profile:
     #: Seconds after the port opens (DTR reset) during which the board drops what it receives: the Nano's
     #: bootloader waits for an upload (~1-2 s; INDIGO and the TheSkyX plug-in wait 1-2 s), the ESP32 prints its
     #: ROM banner and runs setup().
-    boot_delay_s: float
+    boot_delay: float
     banner: bytes
     firmware_version: str
     board_name: str
@@ -97,7 +97,7 @@ class MyFP2Profile:
 PROFILES: dict[str, MyFP2Profile] = {
     # myFP2 release 338 for the Arduino Nano (ULN2003 build): filichev/myfp2-uln2003-ssd1306-pio src/*.
     "nano": MyFP2Profile(
-        name="nano", baud=9600, boot_delay_s=1.6, banner=b"", firmware_version="338",
+        name="nano", baud=9600, boot_delay=1.6, banner=b"", firmware_version="338",
         board_name="ULN2003_M_MT_F", defaults=Settings(max_step=10000, step_delay_us=5000),
         default_position=5000, max_step_limit=400000, max_step_mode=2, temperature_decimals=2,
         halt_arms_when_idle=False, save_quiet_s=10.0, save_quiet_from_change=False,
@@ -106,7 +106,7 @@ PROFILES: dict[str, MyFP2Profile] = {
     # ESP firmware with a serial mode (brownrb/myFP2EFirmware comms.h LOCALSERIAL, daoudeddy/myfp2esp8266
     # 330 serial_server.cpp) and the myFP2ESP32 main loop (brownrb/myfp2esp32): DRV8825 board.
     "esp32": MyFP2Profile(
-        name="esp32", baud=115200, boot_delay_s=1.0, banner=ESP32_BOOT_BANNER, firmware_version="330",
+        name="esp32", baud=115200, boot_delay=1.0, banner=ESP32_BOOT_BANNER, firmware_version="330",
         board_name="PRO2ESP32DRV8825", defaults=Settings(max_step=80000, step_delay_us=4000),
         default_position=5000, max_step_limit=500000, max_step_mode=32, temperature_decimals=3,
         halt_arms_when_idle=True, save_quiet_s=60.0, save_quiet_from_change=True,
@@ -114,5 +114,5 @@ PROFILES: dict[str, MyFP2Profile] = {
         byte_temp_coefficient=True, ignores_line_endings=True),
 }
 DEFAULT_PROFILE = "nano"
-#: For the pty link: how long each board ignores input after the port opens.
-BOOT_DELAY_S: dict[str, float] = {name: profile.boot_delay_s for name, profile in PROFILES.items()}
+#: How long each board ignores input after the port opens (the firmware models it; a link may wait as well).
+BOOT_DELAYS: dict[str, float] = {name: profile.boot_delay for name, profile in PROFILES.items()}
