@@ -21,7 +21,15 @@ INT32_MAX = 2**31 - 1
 
 
 class ConfigError(ValueError):
-    """A configuration problem, already worded for the user."""
+    """A configuration problem, already worded for the user.
+
+    ``table`` (e.g. ``"focuser #0"``) and ``key`` say where, when the problem is one key's, so the settings page
+    can show the message next to that field."""
+
+    def __init__(self, message: str, *, table: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.table = table
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,62 @@ class FocuserConfig:
     baud: int = 9600
     half_step: bool | None = None
     read_timeout: float = 0.5
+
+
+#: When a changed key takes effect on a running server.
+LIVE, RECONNECT, RESTART = "live", "reconnect", "restart"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What a user needs to know about one ``[[focuser]]`` key, for the settings page and the docs.
+
+    Validation stays in ``_focuser`` (the one source of the rules); this only describes the key.
+    """
+
+    key: str
+    label: str
+    help: str
+    kind: str  # "text", "int", "number", "bool" or "choice": the kind of form field
+    choices: tuple[str, ...] = ()
+    drivers: tuple[str, ...] = ()  # the drivers the key applies to; () for every driver
+    applies: str = LIVE  # LIVE, RECONNECT or RESTART
+    unsafe_while_moving: bool = False  # refused by the settings page while the focuser moves
+    optional: bool = False  # may be left unset (an empty field removes the key)
+
+
+SERIAL_DRIVERS = ("moonlite",)
+
+#: Every ``[[focuser]]`` key, in the order the settings page shows them.
+FOCUSER_KEYS: tuple[KeyInfo, ...] = (
+    KeyInfo("name", "Name", "Name shown to clients (Alpaca Name)", "text"),
+    KeyInfo("description", "Description", "Alpaca Description; empty: the driver's own (at most 64 characters "
+            "are reported)", "text", optional=True),
+    KeyInfo("driver", "Driver", "The hardware behind this focuser", "choice", choices=DRIVERS, applies=RESTART),
+    KeyInfo("max_step", "Maximum step (MaxStep)", "Highest position; Move targets beyond 0..MaxStep are clamped",
+            "int", unsafe_while_moving=True),
+    KeyInfo("max_increment", "Maximum increment (MaxIncrement)", "The longest single move, in steps", "int",
+            optional=True),
+    KeyInfo("step_size", "Step size (µm)", "Microns per step; empty when unknown (StepSize then answers "
+            "NotImplemented)", "number", optional=True),
+    KeyInfo("absolute", "Absolute", "Off makes a relative focuser: Move(n) moves n steps and Position is not "
+            "available", "bool", unsafe_while_moving=True),
+    KeyInfo("temp_comp_available", "Temperature compensation available", "Whether TempComp may be switched on",
+            "bool"),
+    KeyInfo("speed", "Speed", "Simulator: steps per second. Moonlite: step-delay code 2 (fastest), 4, 8, 16 or 32 "
+            "(slowest); empty keeps the controller's setting", "int", optional=True, applies=RECONNECT),
+    KeyInfo("temperature", "Starting temperature (°C)", "Simulator only: the ambient temperature at start-up",
+            "number", drivers=("simulator",), applies=RESTART),
+    KeyInfo("port", "Serial port", "Preferably a /dev/serial/by-id/... path", "text", drivers=SERIAL_DRIVERS,
+            applies=RECONNECT),
+    KeyInfo("baud", "Baud rate", "Serial speed of the controller", "int", drivers=SERIAL_DRIVERS,
+            applies=RECONNECT),
+    KeyInfo("half_step", "Half step", "Half- or full-stepping; unset keeps the controller's setting", "bool",
+            drivers=("moonlite",), optional=True, applies=RECONNECT),
+    KeyInfo("read_timeout", "Reply timeout (s)", "Seconds to wait for a reply from the controller", "number",
+            drivers=SERIAL_DRIVERS, applies=RECONNECT),
+)
+KEYS_BY_NAME: dict[str, KeyInfo] = {k.key: k for k in FOCUSER_KEYS}
 
 
 @dataclass(frozen=True)
@@ -107,7 +171,7 @@ class _Table:
         self.used: set[str] = set()
 
     def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.source}: [{self.where}] {key}: {problem}")
+        return ConfigError(f"{self.source}: [{self.where}] {key}: {problem}", table=self.where, key=key)
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
         self.used.add(key)
@@ -245,11 +309,13 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
     names = [f.name for f in focusers]
     for i, name in enumerate(names):
         if name in names[:i]:
-            raise ConfigError(f"{source}: [focuser #{i}] name: {name!r} is already used by another focuser")
-    ports = [f.port for f in focusers if f.port]
+            raise ConfigError(f"{source}: [focuser #{i}] name: {name!r} is already used by another focuser",
+                              table=f"focuser #{i}", key="name")
+    ports = [f.port for f in focusers]
     for i, port in enumerate(ports):
-        if port in ports[:i]:
-            raise ConfigError(f"{source}: [[focuser]] port: {port!r} is used by two focusers")
+        if port and port in ports[:i]:
+            raise ConfigError(f"{source}: [focuser #{i}] port: {port!r} is used by two focusers "
+                              f"(#{ports.index(port)} and #{i})", table=f"focuser #{i}", key="port")
     server = _server(data.get("server", {}), source)
     discovery = _discovery(data.get("discovery", {}), source)
     return Config(server=server, discovery=discovery, focusers=focusers, source=source)

@@ -211,3 +211,26 @@ def test_state_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("STATE_DIRECTORY")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     assert Config().resolved_state_dir() == tmp_path / "xdg" / "alpaca-focuser"
+
+
+def test_every_focuser_key_is_described_and_every_described_key_is_accepted(tmp_path: Path) -> None:
+    """The settings page renders FOCUSER_KEYS: a key the loader accepts but the table misses would be
+    unconfigurable from the page, and a described key the loader rejects would make the page fail on save."""
+    from dataclasses import fields
+
+    from alpaca_focuser.config import FOCUSER_KEYS
+
+    described = {k.key for k in FOCUSER_KEYS}
+    assert described == {f.name for f in fields(FocuserConfig)}
+    for info in FOCUSER_KEYS:
+        assert info.kind in ("text", "int", "number", "bool", "choice"), info
+        assert info.applies in ("live", "reconnect", "restart"), info
+
+
+def test_config_errors_name_their_table_and_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"focuser": [{"name": "A"}, {"name": "B", "max_step": 0}]}, "x.toml")
+    assert (info.value.table, info.value.key) == ("focuser #1", "max_step")
+    with pytest.raises(ConfigError) as info:
+        parse_config({"focuser": [{"name": "A"}, {"name": "A"}]}, "x.toml")
+    assert (info.value.table, info.value.key) == ("focuser #1", "name")
