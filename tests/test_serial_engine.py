@@ -18,6 +18,7 @@ from alpaca_focuser.drivers.dialect import Dialect
 from alpaca_focuser.drivers.moonlite import MoonliteDialect
 from alpaca_focuser.drivers.serial_engine import SerialEngine
 from alpaca_focuser.emulator.pty_link import MoonliteEmulator
+from conftest import started_until_teardown
 
 CHUNKED = {"split_pause": 0.015, "line_baud": 9600}  # a USB adapter's latency timer, at 9600-baud line timing
 
@@ -33,18 +34,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 @pytest.fixture
 def make_engine() -> Iterator[Callable[..., SerialEngine]]:
-    engines: list[SerialEngine] = []
-
-    def make(emu: MoonliteEmulator, dialect: Dialect | None = None, **kwargs: Any) -> SerialEngine:
+    """Connected engines (the Moonlite dialect unless given) on an emulator; closed at teardown."""
+    def start(emu: MoonliteEmulator, dialect: Dialect | None = None, **kwargs: Any) -> SerialEngine:
         kwargs.setdefault("reconnect_max_backoff", 1.0)
         engine = SerialEngine(emu.device_path, dialect or MoonliteDialect(), name="engine", **kwargs)
-        engines.append(engine)
         engine.connect()
         return engine
 
-    yield make
-    for engine in engines:
-        engine.close()
+    yield from started_until_teardown(start, SerialEngine.close)
 
 
 def next_poll_query(emu: MoonliteEmulator) -> float:
@@ -254,3 +251,16 @@ def test_link_counters(make_emu: Any, make_engine: Any) -> None:
     stats = engine.link_stats()
     assert sum(stats.timeouts.values()) >= 3 and stats.failed_polls >= 3
     assert (stats.faults, stats.reconnects) == (2, 2)
+
+
+class QuietBoot(MoonliteDialect):
+    link_settings = replace(MoonliteDialect.link_settings, boot_time=0.8, quiet_boot=True)
+
+
+def test_a_dialect_can_wait_out_the_boot_in_silence(make_emu: Any, make_engine: Any) -> None:
+    emu = make_emu(boot_delay=0.6, position=77)
+    start = time.monotonic()
+    engine = make_engine(emu, QuietBoot())
+    assert time.monotonic() - start >= 0.8
+    assert emu.boot_ignored_bytes == 0  # nothing was said to the booting board
+    assert engine.status().position == 77 and emu.firmware.commands[0] == "GV"  # the first GV was answered

@@ -11,7 +11,9 @@ Declarations (class attributes; INDI style: what the controller can do, apart fr
                                 set ``has_temperature`` then), native backlash and reverse. An instance may
                                 replace it after the handshake (e.g. a max position read from the firmware).
     ``link_settings: LinkSettings``  default baud, whether the board resets when the port opens and how long it
-                                ignores input then, the handshake window, the poll intervals idle and moving.
+                                ignores input then (and whether to wait that out in silence before the
+                                handshake, which the engine then does), the handshake window, the poll
+                                intervals idle and moving.
     ``quirks: Quirks``          rules the engine applies for the dialect: never halt an idle controller (the
                                 ESP32 myFocuserPro2 keeps the halt armed and stops the next move); a move is
                                 ignored while moving, so a retarget is halt, wait for the stop, then move; the
@@ -75,6 +77,7 @@ class LinkSettings:
     default_baud: int
     resets_on_open: bool = True  # DTR reboots the board when the port opens
     boot_time: float = 0.0  # seconds it ignores input after that
+    quiet_boot: bool = False  # say nothing until boot_time has passed (else the handshake retries through it)
     handshake_timeout: float = 3.0  # how long the handshake keeps trying (longer than boot_time)
     moving_poll_interval: float = 0.1
     idle_poll_interval: float = 1.0

@@ -296,7 +296,11 @@ class PortOwner:
         self._link = link = SerialLink(port, self.dialect.framer(), engine.read_timeout,
                                        command_name=self.dialect.command_name, stats=self.mail.stats, stop=stop,
                                        max_failures=MAX_FAILED_POLLS, label=self.label)
+        settings = self.dialect.link_settings
         try:
+            if settings.resets_on_open and settings.quiet_boot:
+                link.pause(settings.boot_time)  # a board that takes what it hears while booting as noise
+                link.flush()  # and whatever it printed meanwhile (a boot banner)
             self.dialect.handshake(link, engine.handshake_timeout)
             state = self.dialect.initialise(link)
         except BaseException as exc:
