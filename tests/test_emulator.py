@@ -394,13 +394,13 @@ def test_pty_chunked_replies_do_not_hold_up_input(tmp_path: Path) -> None:
             sent_gv = time.monotonic()
             port.write(b":GV#")  # while GP's reply is being paced out
             assert port.read_until(b"#") == b"0000#" and port.read_until(b"#") == b"10#"
-        (_, gp), (gv_at, gv) = e.command_log
+        (gp_at, gp), (gv_at, gv) = e.command_log
         assert (gp, gv) == ("GP", "GV")
         assert gv_at - sent_gv < 0.06  # read when it came, not after the 80 ms pause
         (t1, c1), (t2, c2), (t3, c3), (t4, c4) = e.output_log
         assert (c1 + c2, c3 + c4) == (b"0000#", b"10#")
-        assert t2 - t1 >= 0.08 and t4 - gv_at >= 0.08  # each reply in two chunks, the second 80 ms late
-        assert t3 >= t2  # and never ahead of the reply before it
+        assert t2 - gp_at >= 0.08 and t4 - gv_at >= 0.08  # each reply in two chunks, the second 80 ms late
+        assert t1 < t2 <= t3 < t4  # and never ahead of the reply before it
 
 
 def test_pty_line_timing(tmp_path: Path) -> None:
@@ -430,7 +430,7 @@ class BannerFirmware(MoonliteFirmware):
 
     def boot(self) -> bytes:
         super().boot()
-        self.position = 0
+        self.set_position(0)
         return b"ets Jun  8 2016 00:22:57\r\n"
 
 
@@ -453,13 +453,13 @@ def test_firmware_position_and_temperature_are_settable(clock: FakeClock) -> Non
     fw = make(clock, steps_per_second=100.0)
     fw.feed(b":SN1000#:FG#")
     clock.advance(1.0)
-    fw.position = 0x0777  # stops the move there
+    fw.set_position(0x0777)  # stops the move there
     assert not fw.moving and fw.feed(b":GP#:GN#") == b"0777#0777#"
     fw.temperature = -4.5
     fw.feed(b":C#")
     assert fw.temperature == -4.5 and fw.feed(b":GT#") == b"FFF7#"
     with pytest.raises(ValueError):
-        fw.position = 70000
+        fw.set_position(70000)
 
 
 def test_cli_protocol_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -477,3 +477,32 @@ def test_cli_protocol_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
     assert cli.run(parser.parse_args(["--link", "/tmp/x", "--protocol", "myfp2"])) == 2
     assert "The myfp2 emulator is not available" in capsys.readouterr().err
     assert cli.PROTOCOLS["moonlite"].load() is MoonliteFirmware
+
+
+@pytest.mark.parametrize("protocol, profile, request_, reply_end", [
+    ("myfp2", "nano", b":03#", b"#"), ("pegasus", "focuscube", b"#\n", b"\n")])
+def test_cli_other_protocols(tmp_path: Path, protocol: str, profile: str, request_: bytes, reply_end: bytes) -> None:
+    link = tmp_path / "ttyCli"
+    code = ("import argparse, sys\n"
+            "from alpaca_focuser.emulator import cli\n"
+            "p = argparse.ArgumentParser(); cli.add_arguments(p)\n"
+            "sys.exit(cli.run(p.parse_args(sys.argv[1:])))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, "--link", str(link), "--protocol", protocol, "--profile",
+                             profile], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip().endswith(f", linked at {link} (profile {profile})")
+        with serial.Serial(str(link), 9600, timeout=0.3) as port:
+            reply = b""
+            for _ in range(20):  # through the board's boot, if it reboots on open
+                port.write(request_)
+                reply = port.read_until(reply_end)
+                if reply:
+                    break
+        assert reply in (b"F338#", b"OK_FC\n")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -18,12 +18,12 @@ from alpaca_focuser.drivers.serial_link import HaltSignal, SerialLink, TooManyFa
 # --- framers ------------------------------------------------------------------------------------------------------
 def test_terminated_framer_keeps_the_terminator_and_joins_split_input() -> None:
     framer = TerminatedFramer(b"#", 16)
-    assert framer.feed(b"F3") == [] and framer.pending == b"F3"
+    assert framer.feed(b"F3") == [] and framer.buffer == b"F3"
     assert framer.feed(b"38#P12") == [b"F338#"]
     assert framer.feed(b"34#I1#") == [b"P1234#", b"I1#"]
     framer.feed(b"1A")
     framer.reset()
-    assert framer.pending == b"" and framer.feed(b"2B#") == [b"2B#"]
+    assert framer.buffer == b"" and framer.feed(b"2B#") == [b"2B#"]
 
 
 def test_terminated_framer_without_terminator_and_multibyte_terminator() -> None:
@@ -36,7 +36,7 @@ def test_terminated_framer_drops_overlong_noise_and_resynchronises() -> None:
     framer = TerminatedFramer(b"#", 8)
     with pytest.raises(ProtocolError, match="no b'#' within 8 bytes"):
         framer.feed(b"\x00" * 9)
-    assert framer.pending == b""
+    assert framer.buffer == b""
     assert framer.feed(b"0123#") == [b"0123#"]
     with pytest.raises(ProtocolError, match="overlong"):
         framer.feed(b"0123456789#")
@@ -198,3 +198,33 @@ def test_link_stats_histograms_are_cumulative() -> None:
     assert dict(snap.halt_latency.buckets)[0.0005] == 1
     stats.command_sent("GP")
     assert snap.sent == {}  # a snapshot is a copy
+
+
+def test_a_set_commands_acknowledgement_is_consumed_not_read_as_the_next_reply() -> None:
+    # Recent Pegasus firmware echoes "M:10" a little after "M:10"; the status query right after must get its own
+    # line, not the echo.
+    port = ScriptedPort({b"M:10\n": [b"M:10\r\n"], b"A\n": [b"OK_DMFCN:2.8:1:20.00:10:0:1:0:0:0\r\n"]}, delay=0.05)
+    link = SerialLink(port, LineFramer(), 0.5, command_name=lambda f: f.decode().strip().split(":")[0])
+    link.send(b"M:10\n", answer=lambda line: line == b"M:10")
+    assert link.query(b"A\n", lambda line: line.decode()).startswith("OK_DMFCN")
+    stats = link.stats.snapshot()
+    assert dict(stats.replies) == {"M": 1, "A": 1} and not stats.timeouts
+    link.send(b"M:11\n", answer=lambda line: line == b"M:11")  # never answered (older firmware)
+    assert link.query(b"A\n", lambda line: line.decode()).startswith("OK_DMFCN")  # one read timeout later
+    assert link.stats.snapshot().timeouts == {"M": 1}
+
+
+def test_a_query_skips_frames_that_answer_something_else() -> None:
+    port = ScriptedPort({b":00#": [b"Z20.00#", b"P1234#"]}, delay=0.01)
+    link = SerialLink(port, TerminatedFramer(), 0.5)
+    assert link.query(b":00#", lambda f: int(f[1:-1]), matches=lambda f: f.startswith(b"P")) == 1234
+    assert link.stats.snapshot().stray == 1
+
+
+def test_a_framer_that_reports_noise_is_counted() -> None:
+    from alpaca_focuser.drivers.myfp2_protocol import ReplyFramer
+
+    port = ScriptedPort({b":00#": [b"\x00\xffets Jun  8 2016\r\nP12#"]})
+    link = SerialLink(port, ReplyFramer(), 0.5)
+    assert link.query(b":00#", lambda f: int(f[1:-1])) == 12
+    assert link.stats.snapshot().noise == 1

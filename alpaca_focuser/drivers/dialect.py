@@ -20,14 +20,17 @@ Declarations (class attributes; INDI style: what the controller can do, apart fr
                                 halt has a reply of its own that must be consumed (recent Pegasus firmware;
                                 ``is_halt_reply`` recognises it); a motor that reports moving while its position
                                 stands still for ``stall_seconds`` (``stall_after_halt`` after a halt) has
-                                stopped (clones whose moving flag never clears).
+                                stopped (clones whose moving flag never clears). An instance may replace it once
+                                the handshake has told the firmware version.
 
-Methods (``link`` is the open ``SerialLink``; use ``link.send`` for commands without reply, ``link.query`` /
-``link.query_retry`` / ``link.query_optional`` for strict queries, ``link.poll`` inside ``poll``, ``move`` and
-``sync`` (a bad reply there is dropped and counted; too many in a row fault the link), ``link.pause`` /
-``link.drain`` to wait, and ``link.interrupted`` to see whether a Halt came since the command began)
+Methods (``link`` is the open ``SerialLink``; use ``link.send`` for commands without reply (``answer=`` for one
+whose acknowledgement must be consumed, like a Pegasus echo), ``link.query`` / ``link.query_retry`` /
+``link.query_optional`` for strict queries (``matches=`` skips frames that answer something else), ``link.poll``
+inside ``poll``, ``move`` and ``sync`` (a bad reply there is dropped and counted; too many in a row fault the
+link), ``link.pause`` / ``link.drain`` to wait, and ``link.interrupted`` to see whether a Halt came since the
+command began)
     ``framer()``                a fresh framer for the replies (protocol.py: ``TerminatedFramer(b"#")``,
-                                ``LineFramer()``).
+                                ``LineFramer()``; or the codec's own, e.g. ``myfp2_protocol.ReplyFramer``).
     ``command_name(frame)``     the command a frame carries, for per-command counters (``:SN1A2B#`` -> ``SN``).
     ``handshake(link, timeout)``  queries only (never a move or a setting), retried through the boot window;
                                 returns the firmware version (also kept in ``firmware``); raises NoController.
@@ -110,7 +113,7 @@ class Dialect(abc.ABC):
     title: ClassVar[str]  # how messages name the controller: "Moonlite"
     features: Features
     link_settings: ClassVar[LinkSettings]
-    quirks: ClassVar[Quirks] = Quirks()
+    quirks: Quirks = Quirks()
 
     def __init__(self) -> None:
         self.firmware: str | None = None  # the version the handshake read

@@ -70,6 +70,8 @@ class LinkStatsSnapshot:
     timeouts: Mapping[str, int] = field(default_factory=dict)  # no complete reply in time, by command
     round_trip: Mapping[str, Timing] = field(default_factory=dict)  # command written -> its reply complete
     failed_polls: int = 0  # polled queries whose reply was missing or bad (they are retried)
+    stray: int = 0  # well-formed frames that answered nothing awaited (a query's ``matches`` refused them)
+    noise: int = 0  # runs of bytes a framer dropped as noise (reboot chatter, a wrong baud rate)
     halt_replies: int = 0  # replies of a halt itself, consumed (never taken for another command's reply)
     faults: int = 0  # times the link was declared lost (port gone: 0x501, controller silent or garbled: 0x502)
     reconnects: int = 0  # successful automatic reconnections after a fault
@@ -90,7 +92,7 @@ class LinkStats:
         self._timeouts: Counter[str] = Counter()
         self._round_trip: dict[str, _TimingRecorder] = {}
         self._halt_latency = _TimingRecorder(HALT_BUCKETS)
-        self._failed_polls = self._halt_replies = self._faults = self._reconnects = 0
+        self._failed_polls = self._stray = self._noise = self._halt_replies = self._faults = self._reconnects = 0
         self._halts_requested = self._halts_sent = self._halts_out_of_band = 0
 
     def command_sent(self, command: str) -> None:
@@ -116,6 +118,14 @@ class LinkStats:
     def poll_failed(self) -> None:
         with self._lock:
             self._failed_polls += 1
+
+    def stray_frame(self) -> None:
+        with self._lock:
+            self._stray += 1
+
+    def noise_dropped(self) -> None:
+        with self._lock:
+            self._noise += 1
 
     def halt_reply(self) -> None:
         with self._lock:
@@ -145,7 +155,8 @@ class LinkStats:
                 sent=_frozen(self._sent), replies=_frozen(self._replies), bad_replies=_frozen(self._bad),
                 timeouts=_frozen(self._timeouts),
                 round_trip=MappingProxyType({k: r.freeze() for k, r in self._round_trip.items()}),
-                failed_polls=self._failed_polls, halt_replies=self._halt_replies, faults=self._faults,
+                failed_polls=self._failed_polls, stray=self._stray, noise=self._noise,
+                halt_replies=self._halt_replies, faults=self._faults,
                 reconnects=self._reconnects,
                 halts_requested=self._halts_requested, halts_sent=self._halts_sent,
                 halts_out_of_band=self._halts_out_of_band, halt_latency=self._halt_latency.freeze())

@@ -51,16 +51,17 @@ class SerialPort(ReadablePort, Protocol):
 
 
 class Framer(Protocol):
-    """Splits a byte stream into frames. ``feed`` returns the complete frames the new bytes finish (maybe none)
-    and raises ProtocolError for noise that can never become a frame (the partial frame is dropped so the stream
-    resynchronises); ``reset`` forgets a partial frame; ``pending`` is the partial frame so far."""
+    """Splits a byte stream into frames. ``feed`` returns the complete frames the new bytes finish (maybe none);
+    noise that can never become a frame is dropped so the stream resynchronises, and either raised as a
+    ProtocolError (``TerminatedFramer``) or reported through an ``on_noise(junk)`` callback attribute, which the
+    link then sets to count it (the myFocuserPro2 and Pegasus framers). ``reset`` forgets a partial frame;
+    ``buffer`` is the partial frame so far."""
+
+    buffer: bytearray
 
     def feed(self, data: bytes) -> list[bytes]: ...
 
     def reset(self) -> None: ...
-
-    @property
-    def pending(self) -> bytes: ...
 
 
 class TerminatedFramer:
@@ -80,10 +81,6 @@ class TerminatedFramer:
         self.terminator, self.max_length = terminator, max_length
         self.keep_terminator, self.strip, self.skip_empty = keep_terminator, strip, skip_empty
         self.buffer = bytearray()
-
-    @property
-    def pending(self) -> bytes:
-        return bytes(self.buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete frames. Raises ProtocolError on an overlong frame (the buffer

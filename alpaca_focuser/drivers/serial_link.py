@@ -3,7 +3,9 @@
 A ``SerialLink`` is used by one owner thread. ``send`` writes a command that has no reply, ``query`` writes one
 and returns its parsed reply; both first flush the input, so a late or unsolicited reply is never read as the
 answer to a new command. ``poll`` is the tolerant query of a poll cycle: a bad reply is dropped and counted, and
-only ``max_failures`` in a row count as a failed link.
+only ``max_failures`` in a row count as a failed link. ``query(..., matches=)`` skips (and counts) well-formed
+frames that answer something else; ``send(..., answer=)`` writes a command whose acknowledgement (recent Pegasus
+firmware echoes set commands) is consumed when it comes and never taken for the next command's reply.
 
 Halt (issue 11): another thread asks for a halt through a ``HaltSignal``, whose file descriptor the link waits on
 together with the port's (``select()``). The owner thread therefore wakes the moment a halt is asked for, also
@@ -12,8 +14,8 @@ frame at once with ``write_halt``. The serial line is full duplex and the firmwa
 transmit, so the reply in flight still arrives; it is still matched to the command that asked for it because
 nothing is flushed while a reply is awaited, and whatever the halt answers itself (``halt_reply`` recognises it;
 nothing for Moonlite and myFocuserPro2, a line on recent Pegasus firmware) is consumed, never taken for a reply.
-Before the next command, a halt reply still due is waited for (at most one read timeout) and then the input is
-flushed as usual.
+Before the next command, an acknowledgement still due is waited for (at most one read timeout) and then the input
+is flushed as usual.
 
 Serial errors (SerialException, OSError, termios.error) propagate untouched: they mean the port failed. Bad or
 missing replies raise ProtocolError/ReplyTimeout: the caller decides how often to retry.
@@ -126,8 +128,11 @@ class SerialLink:
         self.on_halt: Callable[[], None] | None = None  # called (owner thread) when a halt is signalled
         self.halt_reply: Callable[[bytes], bool] = lambda frame: False  # recognises a halt's own reply
         self.command_mark = 0  # ``halts.requests`` when the current command began (see ``interrupted``)
-        self._halt_replies_due = 0
+        # Acknowledgements still to come: (command, recogniser, is a halt's, when sent).
+        self._due: deque[tuple[str, Callable[[bytes], bool], bool, float]] = deque()
         self._frames: deque[bytes] = deque()
+        if getattr(framer, "on_noise", False) is None:  # a framer that reports noise instead of raising
+            framer.on_noise = lambda junk: self.stats.noise_dropped()  # type: ignore[attr-defined]
         self._fd = _fileno(port)
         self._awaiting = False  # a reply is on its way: nothing may be flushed
 
@@ -137,18 +142,23 @@ class SerialLink:
         """A halt was asked for since the current command began: a move sequence must not start the motor."""
         return self.halts is not None and self.halts.requests != self.command_mark
 
-    def send(self, frame: bytes) -> None:
-        """Write a command that gets no reply (after settling a halt's reply and flushing the input)."""
+    def send(self, frame: bytes, *, answer: Callable[[bytes], bool] | None = None) -> None:
+        """Write a command (after settling acknowledgements still due and flushing the input). ``answer``
+        recognises its acknowledgement, if it has one: consumed when it comes, never taken for another reply."""
         self._settle()
         self._write(frame)
+        if answer is not None:
+            self._due.append((self.command_name(frame), answer, False, time.monotonic()))
 
-    def query(self, frame: bytes, parser: Callable[[bytes], T], timeout: float | None = None) -> T:
-        """Write ``frame`` and return its parsed reply. Raises ReplyTimeout or ProtocolError (counted)."""
+    def query(self, frame: bytes, parser: Callable[[bytes], T], timeout: float | None = None, *,
+              matches: Callable[[bytes], bool] | None = None) -> T:
+        """Write ``frame`` and return its parsed reply. ``matches``: frames it refuses answer something else
+        and are skipped. Raises ReplyTimeout or ProtocolError (counted)."""
         name = self.command_name(frame)
         self.send(frame)
         started = time.monotonic()
         try:
-            value = parser(self.read_frame(self.read_timeout if timeout is None else timeout))
+            value = parser(self.read_frame(self.read_timeout if timeout is None else timeout, matches))
         except ReplyTimeout:
             self.stats.timeout(name)
             raise
@@ -233,22 +243,26 @@ class SerialLink:
             self._settle()
         self._write(frame)
         if answers:
-            self._halt_replies_due += 1
+            self._due.append((self.command_name(frame), self.halt_reply, True, time.monotonic()))
         return out_of_band
 
-    def read_frame(self, timeout: float) -> bytes:
-        """The next frame that is not a halt's own reply, within ``timeout`` s. The deadline is only enforced
-        while nothing is waiting, so a reply that has fully arrived is never discarded because this thread was
-        slow to run. Raises ReplyTimeout, or ProtocolError for noise the framer rejects."""
+    def read_frame(self, timeout: float, matches: Callable[[bytes], bool] | None = None) -> bytes:
+        """The next frame that is no acknowledgement and that ``matches`` accepts, within ``timeout`` s. The
+        deadline is only enforced while nothing is waiting, so a reply that has fully arrived is never discarded
+        because this thread was slow to run. Raises ReplyTimeout, or ProtocolError for noise the framer rejects."""
         deadline = time.monotonic() + timeout
         self._awaiting = True
         try:
             while True:
                 frame = self._next_buffered()
                 if frame is not None:
-                    return frame
+                    if matches is None or matches(frame):
+                        return frame
+                    self.stats.stray_frame()
+                    log.debug("%s: skipping %r, which answers something else", self.label, frame)
+                    continue
                 if not self._receive(deadline):
-                    partial = self.framer.pending
+                    partial = bytes(self.framer.buffer)
                     if partial:
                         raise ReplyTimeout(f"partial reply {partial!r} after {timeout:.2f} s")
                     raise ReplyTimeout(f"no reply within {timeout:.2f} s")
@@ -262,28 +276,33 @@ class SerialLink:
         self.stats.command_sent(self.command_name(frame))
 
     def _settle(self) -> None:
-        """Before a new command: wait for a halt's reply still due (so it cannot land after the flush), then
-        flush."""
-        if self._halt_replies_due:
-            deadline = time.monotonic() + self.read_timeout
-            while self._halt_replies_due:
-                frame = self._next_buffered()
-                if frame is not None:
-                    log.debug("%s: discarding %r while waiting for the halt's reply", self.label, frame)
-                elif not self._receive(deadline):
-                    log.debug("%s: the halt's reply did not come", self.label)
-                    self._halt_replies_due = 0
+        """Before a new command: wait for acknowledgements still due (so none can land after the flush and be
+        read as the new command's reply), then flush."""
+        deadline = time.monotonic() + self.read_timeout
+        while self._due:
+            frame = self._next_buffered()
+            if frame is not None:
+                log.debug("%s: discarding %r while waiting for an acknowledgement", self.label, frame)
+            elif not self._receive(deadline):
+                for name, _, _, _ in self._due:
+                    log.debug("%s: %s was not acknowledged", self.label, name)
+                    self.stats.timeout(name)
+                self._due.clear()
         self.flush()
 
     def _next_buffered(self) -> bytes | None:
-        """The next received frame, consuming any halt reply that is due."""
+        """The next received frame, consuming the acknowledgements that are due."""
         while self._frames:
             frame = self._frames.popleft()
-            if self._halt_replies_due and self.halt_reply(frame):
-                self._halt_replies_due -= 1
+            due = next((entry for entry in self._due if entry[1](frame)), None)
+            if due is None:
+                return frame
+            self._due.remove(due)
+            name, _, is_halt, sent = due
+            if is_halt:
                 self.stats.halt_reply()
-                continue
-            return frame
+            else:
+                self.stats.reply_received(name, time.monotonic() - sent)
         return None
 
     def _service_halt(self) -> None:

@@ -3,7 +3,8 @@
 A firmware does no I/O and starts no threads. The link feeds it the bytes the host writes, sends what it answers
 (paced like a real line and USB adapter if asked), calls ``boot`` whenever the host opens the port (an Arduino or
 ESP32 resets on DTR), and timestamps each command as it completes (``commands`` grows by one per command, and the
-link notes the arrival time of the chunk that finished it).
+link notes the arrival time of the chunk that finished it). A firmware that reboots on open models its own deaf
+boot window (the link's ``boot_delay`` is a simpler stand-in for firmwares that do not).
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ from typing import Protocol
 class Firmware(Protocol):
     """A focuser controller's firmware as a state machine driven by raw protocol bytes."""
 
-    #: The byte that ends a command on this protocol (``#``, or ``\\n`` for line protocols): while the board
-    #: boots, the link counts the commands it ignores by it.
-    terminator: bytes
     #: Every command received, in order of arrival, as text (``"SN1A2B"``). Only ever appended to.
     commands: list[str]
 
@@ -38,7 +36,16 @@ class Firmware(Protocol):
         """The motor is moving right now."""
         ...
 
-    #: The motor position in steps; tests may set it (any move stops there).
-    position: int
-    #: The probe temperature in degrees C; tests may set it.
-    temperature: float
+    @property
+    def position(self) -> int:
+        """The motor position in steps, as the firmware counts it."""
+        ...
+
+    def set_position(self, position: int) -> None:
+        """Put the motor at ``position``, stopped (tests)."""
+        ...
+
+    #: Also an attribute tests may set: the probe temperature in degrees C (None where the firmware models a
+    #: missing probe).
+    @property
+    def temperature(self) -> float | None: ...

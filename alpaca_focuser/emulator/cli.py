@@ -72,7 +72,7 @@ def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace
     if args.profile is not None and args.profile not in spec.profiles:
         parser.error(f"--profile {args.profile} is not a {args.protocol} profile (choose from "
                      f"{', '.join(spec.profiles)})")
-    if spec.max_position is not None and args.position > spec.max_position:
+    if spec.max_position is not None and args.position is not None and args.position > spec.max_position:
         parser.error(f"--position must be 0..{spec.max_position} for {args.protocol}")
 
 
@@ -94,8 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fixed motor speed (default: the firmware's own, e.g. from Moonlite's step delay)")
     parser.add_argument("--temperature", type=float, default=10.0, metavar="C",
                         help="starting probe temperature in Celsius (default 10.0)")
-    parser.add_argument("--position", type=_position, default=0, metavar="N",
-                        help="starting position in steps (default 0)")
+    parser.add_argument("--position", type=_position, default=None, metavar="N",
+                        help="starting position in steps (default: the firmware's, 0 for Moonlite)")
     parser.add_argument("--split-pause", type=_non_negative, default=None, metavar="SECONDS",
                         help="deliver each reply in two chunks this far apart, like a USB-serial adapter's "
                              "latency timer (e.g. 0.015; default: whole replies)")
@@ -118,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
     spec = PROTOCOLS[args.protocol]
     profile = args.profile or spec.profiles[0]
     try:
+        options = {} if args.position is None else {"position": args.position}
         firmware = spec.load()(profile=profile, steps_per_second=args.steps_per_second,
-                               temperature=args.temperature, position=args.position)
+                               temperature=args.temperature, **options)
     except ImportError as exc:
         print(f"The {args.protocol} emulator is not available in this build: {exc}", file=sys.stderr)
         return 2

@@ -155,12 +155,11 @@ class MoonliteFirmware:
     def position(self) -> int:
         return self._computed()[0]
 
-    @position.setter
-    def position(self, value: int) -> None:
-        """Put the motor at ``value`` (tests): any move stops there, and the target follows."""
-        if not 0 <= value <= MAX_POSITION:
+    def set_position(self, position: int) -> None:
+        """Put the motor at ``position`` (tests, and ``SP``): any move stops there, and the target follows."""
+        if not 0 <= position <= MAX_POSITION:
             raise ValueError(f"position must be 0..{MAX_POSITION}")
-        self._pos0 = self._dest = self._target = value
+        self._pos0 = self._dest = self._target = position
         self._moving = False
         self._t0 = self._clock()
 
@@ -202,8 +201,6 @@ class MoonliteFirmware:
         return round(self._latched_temperature * 2) / 2
 
     # ---------------------------------------------------------------- framing
-    terminator = b"#"
-
     def reset_input(self) -> None:
         """Drop any partial frame (what a reboot does to the serial buffer)."""
         self._frame = None
@@ -288,7 +285,7 @@ class MoonliteFirmware:
 
     def _sp(self, value: int | None) -> None:
         assert value is not None
-        self.position = value
+        self.set_position(value)
 
     def _sn(self, value: int | None) -> None:
         assert value is not None

@@ -95,7 +95,7 @@ class PtyLink:
         # Observability for tests.
         self.open_count = 0  #: client opens detected so far
         self.boot_ignored_bytes = 0  #: input bytes discarded while "booting"
-        self.boot_ignored_commands = 0  #: command terminators among them
+        self.boot_ignored_commands = 0  #: command terminators (``#`` or newline) among them
         self.client_open = False
         self.command_log: list[tuple[float, str]] = []  #: (monotonic arrival time, command), in order
         self.output_log: list[tuple[float, bytes]] = []  #: (monotonic time, bytes) of every write to the host
@@ -320,7 +320,7 @@ class PtyLink:
     def _handle_input(self, data: bytes, now: float) -> None:
         if now < self._boot_until:
             self.boot_ignored_bytes += len(data)
-            self.boot_ignored_commands += data.count(self.firmware.terminator)
+            self.boot_ignored_commands += data.count(b"#") + data.count(b"\n")
             logger.debug("booting, ignored %r", data)
             return
         with self.lock:
@@ -366,13 +366,16 @@ class PtyLink:
         if self._master is None:
             logger.warning("unplugged: dropping %r", data)
             return
+        # Logged before the write, so whoever has read these bytes finds them in the log.
+        self.output_log.append((time.monotonic(), data))
         try:
             written = os.write(self._master, data)
         except OSError as e:
             logger.warning("write to pty failed (%s): dropping %r", e, data)
+            self.output_log.pop()
             return
-        self.output_log.append((time.monotonic(), data[:written]))
         if written < len(data):
+            self.output_log[-1] = (self.output_log[-1][0], data[:written])
             logger.warning("pty buffer full: dropped %r", data[written:])
 
 
