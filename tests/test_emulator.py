@@ -4,6 +4,7 @@ fake clock, then the pty link end to end with pyserial."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -361,15 +362,25 @@ def test_cli_arguments_and_validation() -> None:
         parser.parse_args([])
 
 
-def test_cli_run_until_sigterm(tmp_path: Path) -> None:
-    link = tmp_path / "ttyCli"
+@contextlib.contextmanager
+def emulate_process(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``alpaca-focuser emulate ARGS`` in a child process (stdout piped); killed if the test leaves it running."""
     code = ("import argparse, sys\n"
             "from alpaca_focuser.emulator import cli\n"
             "p = argparse.ArgumentParser(); cli.add_arguments(p)\n"
             "sys.exit(cli.run(p.parse_args(sys.argv[1:])))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, "--link", str(link), "--position", "42"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
     try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_run_until_sigterm(tmp_path: Path) -> None:
+    link = tmp_path / "ttyCli"
+    with emulate_process("--link", str(link), "--position", "42") as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
         assert line.startswith("Moonlite emulator on /dev/pts/")
@@ -378,10 +389,6 @@ def test_cli_run_until_sigterm(tmp_path: Path) -> None:
             assert ask(port, b":GP#") == b"002A#"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert not os.path.lexists(link)
 
 
@@ -483,13 +490,7 @@ def test_cli_protocol_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
     ("myfp2", "nano", b":03#", b"#"), ("pegasus", "focuscube", b"#\n", b"\n")])
 def test_cli_other_protocols(tmp_path: Path, protocol: str, profile: str, request_: bytes, reply_end: bytes) -> None:
     link = tmp_path / "ttyCli"
-    code = ("import argparse, sys\n"
-            "from alpaca_focuser.emulator import cli\n"
-            "p = argparse.ArgumentParser(); cli.add_arguments(p)\n"
-            "sys.exit(cli.run(p.parse_args(sys.argv[1:])))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, "--link", str(link), "--protocol", protocol, "--profile",
-                             profile], stdout=subprocess.PIPE, text=True)
-    try:
+    with emulate_process("--link", str(link), "--protocol", protocol, "--profile", profile) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip().endswith(f", linked at {link} (profile {profile})")
         with serial.Serial(str(link), 9600, timeout=0.3) as port:
@@ -502,7 +503,3 @@ def test_cli_other_protocols(tmp_path: Path, protocol: str, profile: str, reques
         assert reply in (b"F338#", b"OK_FC\n")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
