@@ -368,7 +368,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message already carries "(at line N, column M)"
         raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
-    return replace(parse_config(data, source), path=source)
+    return replace(parse_config(data, source), path=os.path.abspath(source))
 
 
 def find_default_config() -> Path | None:
