@@ -60,8 +60,12 @@ class HistorySampler:
             position = status.position if ok and device.cfg.absolute else None
             has_sensor = device.driver.capabilities().has_temperature
             temperature = status.temperature if ok and has_sensor else None
-            with self._lock:
-                self._samples[number].append((round(now, 1), position, temperature, ok and status.moving))
+            self.record(number, (round(now, 1), position, temperature, ok and status.moving))
+
+    def record(self, number: int, sample: Sample) -> None:
+        """Keep one sample (oldest ones fall off after ``depth`` seconds)."""
+        with self._lock:
+            self._samples[number].append(sample)
 
     def history(self, number: int) -> dict[str, Any]:
         """JSON for ``/setup/v1/focuser/<n>/history``: samples oldest first, plus temperature-compensation

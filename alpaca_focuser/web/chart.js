@@ -24,6 +24,15 @@ function range(values, minSpan) {
   return [lo - pad, hi + pad];
 }
 
+// The newest point of a series, marked with a dot (a lone reading is visible too).
+function lastDot(points, key, x, y, cls) {
+  for (let i = points.length - 1; i >= 0; i--) {
+    const v = points[i][key];
+    if (v !== null && v !== undefined) return el("circle", { cx: x(points[i].t), cy: y(v), r: 3.5, class: cls });
+  }
+  return null;
+}
+
 // One path through the points that have a value, broken where a value is missing (e.g. while disconnected).
 function pathOf(points, key, x, y) {
   let d = "";
@@ -83,10 +92,14 @@ export function drawChart(svg, points, events, now) {
   if (tempRange) {
     const y = (v) => y1 - ((v - tempRange[0]) / (tempRange[1] - tempRange[0])) * (y1 - y0);
     svg.appendChild(el("path", { d: pathOf(shown, "temp", x, y), class: "temp-line" }));
+    const dot = lastDot(shown, "temp", x, y, "temp-dot");
+    if (dot) svg.appendChild(dot);
   }
   if (posRange) {
     const y = (v) => y1 - ((v - posRange[0]) / (posRange[1] - posRange[0])) * (y1 - y0);
     svg.appendChild(el("path", { d: pathOf(shown, "pos", x, y), class: "pos-line" }));
+    const dot = lastDot(shown, "pos", x, y, "pos-dot");
+    if (dot) svg.appendChild(dot);
     for (const e of events) {
       if (!Number.isFinite(e.time) || e.time < now - HOUR || !Number.isFinite(e.target)) continue;
       const mx = x(e.time), my = y(e.target);

@@ -36,8 +36,11 @@ function setConnected(value) {
 
 function addPoint(position, temperature) {
   const now = Date.now() / 1000;
-  // Twice a second while moving, so the chart follows a move; every 5 s otherwise, like the server's history.
-  if (now - lastPoint < (moving ? 0.4 : 5)) return;
+  // Twice a second while moving or when the position changed, so the chart follows a move; every 5 s otherwise,
+  // like the server's history.
+  const previous = points.length ? points[points.length - 1] : null;
+  const changed = previous !== null && previous.pos !== position;
+  if (now - lastPoint < (moving || changed ? 0.4 : 5)) return;
   lastPoint = now;
   points.push({ t: now, pos: position, temp: temperature });
   points = points.filter((p) => p.t >= now - HOUR);
