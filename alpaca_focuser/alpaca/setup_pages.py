@@ -183,7 +183,7 @@ class FocuserSetupPage:
                  "<svg id=\"chart\" role=\"img\" aria-label=\"Position (steps) and temperature (°C) over the last "
                  "hour\" viewBox=\"0 0 640 260\" preserveAspectRatio=\"none\"></svg>"
                  "<p class=\"legend\"><span class=\"key pos\">Position</span> <span class=\"key temp\">Temperature"
-                 "</span> <span class=\"key mark\">Temp. comp. correction</span></p>"
+                 "</span> <span class=\"key mark\" hidden>Temp. comp. correction</span></p>"
                  "<div id=\"learned\" hidden><p>Learned coefficient: <output id=\"learned-value\">-</output></p>"
                  "<button type=\"button\" id=\"learned-apply\" class=\"secondary\">Use learned coefficient</button>"
                  "</div></section>")

@@ -140,6 +140,7 @@ async function loadHistory() {
     const last = samples.length ? samples[samples.length - 1].t : 0;
     points = samples.concat(points.filter((p) => p.t > last));
     events = Array.isArray(history.tempcomp_events) ? history.tempcomp_events : [];
+    document.querySelector(".legend .mark").hidden = events.length === 0;
     redraw();
   } catch (err) {
     message(err.message, true);
