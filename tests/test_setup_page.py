@@ -95,8 +95,8 @@ def new_page(browser: Browser, server: FocuserServer) -> Iterator[Callable[..., 
     contexts: list[Any] = []
     pages: list[Page] = []
 
-    def make(viewport: dict[str, int] = DESKTOP) -> Page:
-        context = browser.new_context(viewport=viewport)
+    def make(viewport: dict[str, int] = DESKTOP, **options: Any) -> Page:
+        context = browser.new_context(viewport=viewport, **options)
         contexts.append(context)
         pg = context.new_page()
         pg.set_default_timeout(TIMEOUT_MS)
@@ -357,6 +357,30 @@ def test_a_hostile_name_is_shown_as_text(new_page: Callable[..., Page], tmp_path
     page.reload()
     expect(page.locator("h1")).to_have_text("Focuser 0: <img src=x onerror=window.pwned=2>")
     assert page.evaluate("window.pwned") is None and page.locator("img").count() == 0
+
+
+def test_with_a_setup_password_the_browser_asks_and_saving_works(
+        new_page: Callable[..., Page], tmp_path: Path, start_server: Callable[[Path], FocuserServer]) -> None:
+    from alpaca_focuser.passwords import hash_password
+
+    path = tmp_path / "locked.toml"
+    path.write_text(f'[server]\nbind = "127.0.0.1"\nport = 0\nstate_dir = "{tmp_path / "st"}"\n'
+                    f'setup_password_hash = "{hash_password("night sky 42")}"\n'
+                    '[discovery]\nenabled = false\n[[focuser]]\nname = "Locked"\n', encoding="utf-8")
+    server = start_server(path)
+    page = new_page(http_credentials={"username": "me", "password": "night sky 42"})
+    open_device_page(page, server, 0)  # the page itself needs no password
+    page.get_by_label("Name", exact=True).fill("Unlocked")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#settings-message")).to_contain_text("Applied now: name")
+    assert api(server, "name") == "Unlocked"
+    wrong = new_page(http_credentials={"username": "me", "password": "guess"})
+    open_device_page(wrong, server, 0)
+    wrong.get_by_label("Name", exact=True).fill("Intruder")
+    wrong.get_by_role("button", name="Save").click()
+    expect(wrong.locator("#settings-message")).to_contain_text("Not saved: HTTP 401")
+    forgive(wrong, 401, "/setup/v1/focuser/0/settings")
+    assert api(server, "name") == "Unlocked"
 
 
 # --- phone, night mode, screenshots -----------------------------------------------------------------------------
