@@ -317,3 +317,31 @@ class FocuserDevice:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         state.append({"Name": "TimeStamp", "Value": stamp})
         return state
+
+    # --- settings (the settings page's minimal version) ----------------------------------------------------------
+    # The focusing features replace this method with their own of the same signature; the page calls only it.
+    def apply_settings(self, new_cfg: FocuserConfig) -> list[str]:
+        """Swap in a new ``[[focuser]]`` configuration and return the keys that changed.
+
+        Keys that apply live (name, limits, step size, compensation settings) take effect at once; the motion
+        engine gets the new limits. Keys that need a reconnect or a restart keep their running value here: the
+        driver was built from them. Raises InvalidOperationError, changing nothing, when a key that is unsafe while
+        moving (max_step, absolute) changes while the focuser moves."""
+        from dataclasses import fields, replace
+
+        from alpaca_focuser.config import KEYS_BY_NAME, LIVE
+
+        changed = [f.name for f in fields(FocuserConfig) if getattr(new_cfg, f.name) != getattr(self.cfg, f.name)]
+        unsafe = [k for k in changed if k in KEYS_BY_NAME and KEYS_BY_NAME[k].unsafe_while_moving]
+        live = {k: getattr(new_cfg, k) for k in changed if k in KEYS_BY_NAME and KEYS_BY_NAME[k].applies == LIVE}
+        with self.engine._lock:  # no Move is being planned against the old limits while they change
+            if unsafe and self.driver.status().moving:
+                raise InvalidOperationError(f"{', '.join(unsafe)} cannot change while the focuser is moving; "
+                                            f"halt it or wait until it stops")
+            self.cfg = replace(self.cfg, **live)
+            self.engine.max_step = self.cfg.max_step
+            self.engine.max_increment = self.cfg.max_increment
+            self.engine.absolute = self.cfg.absolute
+        if changed:
+            log.info("Focuser %d: settings changed: %s", self.device_number, ", ".join(changed))
+        return changed
