@@ -3,7 +3,7 @@
     alpaca-focuser [--config PATH] [--bind ADDR] [--port N] [--log-level LEVEL] [--version]
     alpaca-focuser check-config PATH     validate a file and print the effective configuration
     alpaca-focuser ports                 list serial ports (with /dev/serial/by-id paths)
-    alpaca-focuser emulate --link PATH   run a Moonlite controller emulator on a pty
+    alpaca-focuser emulate --link PATH   run a focuser controller emulator on a pty (--protocol moonlite|...)
     alpaca-focuser healthcheck           ask a running server whether it answers (Docker HEALTHCHECK)
     alpaca-focuser hash-password         make [server] setup_password_hash for the settings page
 """
@@ -152,7 +152,7 @@ def _subcommand(module: str, prog: str, description: str) -> Callable[[Sequence[
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "check-config": check_config,
     "ports": _subcommand("alpaca_focuser.drivers.ports", "ports", "List serial ports and their stable paths."),
-    "emulate": _subcommand("alpaca_focuser.emulator.cli", "emulate", "Run a Moonlite focuser emulator on a pty."),
+    "emulate": _subcommand("alpaca_focuser.emulator.cli", "emulate", "Run a focuser controller emulator on a pty."),
     "healthcheck": _subcommand("alpaca_focuser.health", "healthcheck", "Check that a server answers."),
     "hash-password": _subcommand("alpaca_focuser.passwords", "hash-password",
                                  "Print a salted scrypt hash of a password for [server] setup_password_hash."),

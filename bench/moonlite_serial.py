@@ -42,6 +42,20 @@ SLOW_SPEED = 200.0  # steps/s: a move from 1000 to 19000 lasts ~90 s, far longer
 MAX_STEP = 20000
 
 
+def start_server(state_dir: Path, link: str, max_step: int) -> FocuserServer:
+    """A real server on 127.0.0.1 (ephemeral port, discovery off, state in ``state_dir``) with one Moonlite
+    focuser on the emulator at ``link``."""
+    config = parse_config({
+        "server": {"bind": "127.0.0.1", "port": 0, "state_dir": str(state_dir)},
+        "discovery": {"enabled": False},
+        "focuser": [{"name": "Moonlite", "driver": "moonlite", "port": link, "max_step": max_step,
+                     "max_increment": max_step, "step_size": 4.5}],
+    }, "<bench>")
+    server = FocuserServer(config, multicast_interfaces=())
+    server.start()
+    return server
+
+
 def serial_rate(emu: MoonliteEmulator, port: int, clients: int) -> tuple[float, float, int]:
     """(emulator commands/s, HTTP requests/s, failed requests) while ``clients`` threads poll for WINDOW_S."""
     stop = threading.Event()
@@ -131,14 +145,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         emu = MoonliteEmulator(link_path=str(Path(tmp) / "ttyMOONLITE"), steps_per_second=SLOW_SPEED,
                                position=1000).start()
-        config = parse_config({
-            "server": {"bind": "127.0.0.1", "port": 0, "state_dir": str(Path(tmp) / "state")},
-            "discovery": {"enabled": False},
-            "focuser": [{"name": "Moonlite", "driver": "moonlite", "port": str(emu.link_path),
-                         "max_step": MAX_STEP, "max_increment": MAX_STEP, "step_size": 4.5}],
-        }, "<bench>")
-        server = FocuserServer(config, multicast_interfaces=())
-        server.start()
+        server = start_server(Path(tmp) / "state", str(emu.link_path), MAX_STEP)
         client = AlpacaHttp("127.0.0.1", server.port, client_id=7)
         try:
             client.put("connected", Connected="true")

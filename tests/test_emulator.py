@@ -4,6 +4,7 @@ fake clock, then the pty link end to end with pyserial."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -361,15 +362,25 @@ def test_cli_arguments_and_validation() -> None:
         parser.parse_args([])
 
 
-def test_cli_run_until_sigterm(tmp_path: Path) -> None:
-    link = tmp_path / "ttyCli"
+@contextlib.contextmanager
+def emulate_process(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``alpaca-focuser emulate ARGS`` in a child process (stdout piped); killed if the test leaves it running."""
     code = ("import argparse, sys\n"
             "from alpaca_focuser.emulator import cli\n"
             "p = argparse.ArgumentParser(); cli.add_arguments(p)\n"
             "sys.exit(cli.run(p.parse_args(sys.argv[1:])))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, "--link", str(link), "--position", "42"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
     try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_run_until_sigterm(tmp_path: Path) -> None:
+    link = tmp_path / "ttyCli"
+    with emulate_process("--link", str(link), "--position", "42") as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
         assert line.startswith("Moonlite emulator on /dev/pts/")
@@ -378,8 +389,117 @@ def test_cli_run_until_sigterm(tmp_path: Path) -> None:
             assert ask(port, b":GP#") == b"002A#"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert not os.path.lexists(link)
+
+
+# --------------------------------------------------------------- link pacing, logs and boot
+def test_pty_chunked_replies_do_not_hold_up_input(tmp_path: Path) -> None:
+    with MoonliteEmulator(link_path=str(tmp_path / "tty"), split_pause=0.08) as e:
+        with serial.Serial(e.device_path, 9600, timeout=1) as port:
+            port.write(b":GP#")
+            time.sleep(0.01)
+            sent_gv = time.monotonic()
+            port.write(b":GV#")  # while GP's reply is being paced out
+            assert port.read_until(b"#") == b"0000#" and port.read_until(b"#") == b"10#"
+        (gp_at, gp), (gv_at, gv) = e.command_log
+        assert (gp, gv) == ("GP", "GV")
+        assert gv_at - sent_gv < 0.06  # read when it came, not after the 80 ms pause
+        (t1, c1), (t2, c2), (t3, c3), (t4, c4) = e.output_log
+        assert (c1 + c2, c3 + c4) == (b"0000#", b"10#")
+        assert t2 - gp_at >= 0.08 and t4 - gv_at >= 0.08  # each reply in two chunks, the second 80 ms late
+        assert t1 < t2 <= t3 < t4  # and never ahead of the reply before it
+
+
+def test_pty_line_timing(tmp_path: Path) -> None:
+    with MoonliteEmulator(link_path=str(tmp_path / "tty"), line_baud=9600, position=0x1234) as e:
+        with serial.Serial(e.device_path, 9600, timeout=1) as port:
+            assert ask(port, b":GP#") == b"1234#"
+        [(arrived, command)] = e.command_log
+        assert command == "GP"
+        writes = e.output_log
+        assert b"".join(data for _, data in writes) == b"1234#" and len(writes) == 5  # byte by byte
+        assert writes[-1][0] - arrived >= 5 * 10 / 9600  # ~1.04 ms per byte at 9600 8N1
+
+
+def test_pty_command_log_timestamps_arrival(emu: MoonliteEmulator) -> None:
+    with serial.Serial(emu.device_path, 9600, timeout=1) as port:
+        before = time.monotonic()
+        port.write(b":SN0200#:FG#")
+        time.sleep(0.05)
+        assert ask(port, b":FQ#:GI#") == b"00#"
+    assert [c for _, c in emu.command_log] == ["SN0200", "FG", "FQ", "GI"]
+    assert all(before <= t < before + 1.0 for t, _ in emu.command_log)
+    assert emu.arrivals("FQ") == [emu.command_log[2][0]] and emu.command_log[2][0] >= emu.command_log[1][0] + 0.04
+
+
+class BannerFirmware(MoonliteFirmware):
+    """A board that prints a banner when it resets (like an ESP32) and loses its position."""
+
+    def boot(self) -> bytes:
+        super().boot()
+        self.set_position(0)
+        return b"ets Jun  8 2016 00:22:57\r\n"
+
+
+def test_pty_boot_hook_runs_on_every_open(tmp_path: Path) -> None:
+    from alpaca_focuser.emulator import PtyLink
+
+    firmware = BannerFirmware(position=500)
+    with PtyLink(firmware, str(tmp_path / "tty"), name="esp") as e:
+        for _ in range(2):
+            with serial.Serial(e.device_path, 115200, timeout=1) as port:
+                assert port.read_until(b"\n") == b"ets Jun  8 2016 00:22:57\r\n"
+                assert ask(port, b":GP#") == b"0000#"
+                port.write(b":SP0100#")
+                time.sleep(0.05)
+            time.sleep(0.05)
+        assert e.open_count == 2
+
+
+def test_firmware_position_and_temperature_are_settable(clock: FakeClock) -> None:
+    fw = make(clock, steps_per_second=100.0)
+    fw.feed(b":SN1000#:FG#")
+    clock.advance(1.0)
+    fw.set_position(0x0777)  # stops the move there
+    assert not fw.moving and fw.feed(b":GP#:GN#") == b"0777#0777#"
+    fw.temperature = -4.5
+    fw.feed(b":C#")
+    assert fw.temperature == -4.5 and fw.feed(b":GT#") == b"FFF7#"
+    with pytest.raises(ValueError):
+        fw.set_position(70000)
+
+
+def test_cli_protocol_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--link", "/tmp/x", "--profile", "nano", "--protocol", "myfp2"])  # any order
+    assert (args.protocol, args.profile) == ("myfp2", "nano")
+    assert parser.parse_args(["--link", "/tmp/x"]).protocol == "moonlite"
+    for bad in (["--protocol", "myfp2", "--profile", "clone"], ["--profile", "esp32"], ["--protocol", "hal9000"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--link", "/tmp/x", *bad])
+    # A firmware module that is missing makes only its own protocol unavailable.
+    monkeypatch.setitem(cli.PROTOCOLS, "myfp2", cli.EmulatedProtocol("myFocuserPro2", "alpaca_focuser.emulator.nope",
+                                                                      "Nope", ("nano",), None))
+    assert cli.run(parser.parse_args(["--link", "/tmp/x", "--protocol", "myfp2"])) == 2
+    assert "The myfp2 emulator is not available" in capsys.readouterr().err
+    assert cli.PROTOCOLS["moonlite"].load() is MoonliteFirmware
+
+
+@pytest.mark.parametrize("protocol, profile, request_, reply_end", [
+    ("myfp2", "nano", b":03#", b"#"), ("pegasus", "focuscube", b"#\n", b"\n")])
+def test_cli_other_protocols(tmp_path: Path, protocol: str, profile: str, request_: bytes, reply_end: bytes) -> None:
+    link = tmp_path / "ttyCli"
+    with emulate_process("--link", str(link), "--protocol", protocol, "--profile", profile) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip().endswith(f", linked at {link} (profile {profile})")
+        with serial.Serial(str(link), 9600, timeout=0.3) as port:
+            reply = b""
+            for _ in range(20):  # through the board's boot, if it reboots on open
+                port.write(request_)
+                reply = port.read_until(reply_end)
+                if reply:
+                    break
+        assert reply in (b"F338#", b"OK_FC\n")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0

@@ -1,9 +1,11 @@
-"""The Moonlite focuser serial protocol: a pure codec, a framer, and one transaction on a port.
+"""The Moonlite focuser serial protocol: a pure codec, and the handshake and state read as queries on a link.
 
 A request is ``:`` + command + optional payload + ``#`` with numbers in upper-case hex (``:SN1A2B#``). Replies
 are bare (``1A2B#``, ``01#``) and set/action commands get none at all. The codec works on bytes so it is
-tested without a port; the only I/O is ``read_reply`` and ``MoonliteLink``, which take any object with
-pyserial's ``read``/``write``/``in_waiting``/``reset_input_buffer`` (a test fake will do). Starts no threads.
+tested without a port; ``handshake`` and ``read_state`` talk through a ``SerialLink`` (serial_link.py), which
+takes any object with pyserial's ``read``/``write``/``in_waiting``/``reset_input_buffer`` (a test fake will do).
+``MoonliteLink`` wraps both for a plain port (probing, tests). Starts no threads. The Moonlite dialect on the
+serial engine (polls, moves, quirks) is in moonlite.py.
 
 Validation is deliberately strict on shape (exact length, hex digits only, ``#`` terminated) because a serial
 line at 9600 baud delivers noise, reboot chatter and late replies, and a misparsed reply would become a wrong
@@ -17,7 +19,12 @@ import string
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol, TypeVar
+from typing import Callable, TypeVar
+
+# The shared protocol exceptions and port shapes, re-exported: callers and tests import them from here.
+from alpaca_focuser.drivers.protocol import (DRAIN_TIME, Cancelled, NoController, ProtocolError,  # noqa: F401
+                                             ReadablePort, ReplyTimeout, SerialPort, TerminatedFramer)
+from alpaca_focuser.drivers.serial_link import SerialLink
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +36,6 @@ MAX_POSITION = 0xFFFF
 STEP_DELAY_CODES: tuple[int, ...] = (2, 4, 8, 16, 32)
 #: The longest valid reply is ``XXXX#``; a little slack so a clone's odd reply is reported, not truncated.
 MAX_REPLY_LENGTH = 16
-#: After a bad reply, a pause so a late one lands before the next command's flush.
-DRAIN_TIME = 0.05
 # Replies that may take longer than read_timeout: some clones read the DS18B20 on GT itself (~750 ms) instead
 # of on C. GT is only polled while idle, so waiting for it delays nothing that matters.
 SLOW_REPLIES = {"GT": 1.2}  # by command name
@@ -51,22 +56,6 @@ START_MOVE = "FG"
 HALT = "FQ"
 
 
-class ProtocolError(ValueError):
-    """A reply that is malformed, partial or not what the command asks for. Never parse it."""
-
-
-class ReplyTimeout(ProtocolError):
-    """No complete reply before the deadline (the controller is silent, rebooting or too slow)."""
-
-
-class NoController(ReplyTimeout):
-    """The handshake got no valid ``GV`` reply: nothing (sensible) is listening on the port."""
-
-
-class Cancelled(Exception):
-    """The owner asked to stop while a handshake or state read was in progress."""
-
-
 @dataclass(frozen=True)
 class ControllerState:
     """What a controller reports right after the handshake."""
@@ -77,25 +66,6 @@ class ControllerState:
     temperature: float | None  # None: no valid GT reply (the firmware has no temperature support)
     step_delay: int | None  # None: a clone that does not answer GD
     half_step: bool | None  # None: a clone that does not answer GH
-
-
-class ReadablePort(Protocol):
-    """What ``read_reply`` needs from a pyserial ``Serial`` opened with a finite ``timeout``."""
-
-    def read(self, size: int = 1) -> bytes: ...
-
-    @property
-    def in_waiting(self) -> int: ...
-
-
-class SerialPort(ReadablePort, Protocol):
-    """What ``MoonliteLink`` needs from a pyserial ``Serial``."""
-
-    def write(self, data: bytes) -> int | None: ...
-
-    def reset_input_buffer(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 # --- encoders -------------------------------------------------------------------------------------------------
@@ -221,138 +191,110 @@ def parse_temp_coefficient(reply: bytes) -> int:
 
 
 # --- framing ------------------------------------------------------------------------------------------------------
-class ReplyReader:
-    """Splits a byte stream into ``#``-terminated frames, in the style of ``serial.threaded.Packetizer``.
-
-    Data that grows past ``max_length`` without a ``#`` is noise (reboot chatter, wrong baud rate): it is
-    dropped and reported so the caller counts a failed transaction instead of waiting for a frame forever.
-    """
+class ReplyReader(TerminatedFramer):
+    """Splits a byte stream into ``#``-terminated frames (each kept with its ``#``); noise longer than
+    ``max_length`` without a ``#`` is dropped and reported (see ``TerminatedFramer``)."""
 
     def __init__(self, max_length: int = MAX_REPLY_LENGTH) -> None:
-        self.max_length = max_length
-        self.buffer = bytearray()
+        super().__init__(TERMINATOR, max_length)
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return the complete frames (each ending in ``#``). Raises ProtocolError on an
-        overlong frame (the buffer is cleared so the stream can resynchronise on the next ``#``)."""
-        self.buffer.extend(data)
-        frames: list[bytes] = []
-        while True:
-            end = self.buffer.find(TERMINATOR)
-            if end < 0:
-                break
-            frame = bytes(self.buffer[: end + 1])
-            del self.buffer[: end + 1]
-            if len(frame) > self.max_length:
-                raise ProtocolError(f"overlong reply {frame[:self.max_length]!r}... ({len(frame)} bytes)")
-            frames.append(frame)
-        if len(self.buffer) > self.max_length:
-            junk = bytes(self.buffer)
-            self.buffer.clear()
-            raise ProtocolError(f"no '#' within {self.max_length} bytes: {junk[:self.max_length]!r}...")
-        return frames
 
-    def reset(self) -> None:
-        self.buffer.clear()
+def command_name(frame: bytes) -> str:
+    """The command a request frame carries: ``:SN1A2B#`` -> ``SN``, ``:C#`` -> ``C``."""
+    body = frame[1:-1].decode("latin-1")
+    return body[:1] if body[:1] in ("C", "+", "-") else body[:2]
+
+
+def reply_timeout(cmd: str, read_timeout: float) -> float:
+    """How long to wait for the reply to ``cmd``: GT may take the sensor's conversion time."""
+    return max(read_timeout, SLOW_REPLIES.get(cmd, 0.0))
 
 
 def read_reply(port: ReadablePort, timeout: float, max_length: int = MAX_REPLY_LENGTH) -> bytes:
     """Read one ``#``-terminated reply from ``port`` within ``timeout`` seconds and return it (with the ``#``).
+    Bytes after it are dropped. See ``SerialLink.read_frame``."""
+    return SerialLink(port, ReplyReader(max_length), timeout).read_frame(timeout)  # type: ignore[arg-type]
 
-    Reads what is waiting in one call (a loaded Pi must not need one wake-up per byte). Bytes after the first
-    ``#`` are dropped: the caller flushes before every command anyway. The deadline is only enforced while
-    nothing is waiting, so a reply that has fully arrived is never discarded because this thread was slow to
-    run; ``max_length`` bounds a trickle of noise. A blocking ``read`` waits at most the port's own timeout,
-    so the deadline can overrun by one port timeout. Raises ReplyTimeout, or ProtocolError for an overlong
-    frame. Serial errors (SerialException, OSError) propagate: the port failed, not the reply.
-    """
+
+# --- the conversation -------------------------------------------------------------------------------------------
+def query(link: SerialLink, cmd: str, parser: Callable[[bytes], T], timeout: float | None = None) -> T:
+    """Send ``:cmd#`` and return the parsed reply."""
+    return link.query(encode_command(cmd), parser, reply_timeout(cmd, link.read_timeout) if timeout is None
+                      else timeout)
+
+
+def handshake(link: SerialLink, timeout: float) -> str:
+    """The firmware version, retrying ``GV`` for ``timeout`` s: most Arduino controllers reboot when the port
+    opens (DTR) and ignore commands for 1-2 s. The last read of the window asks ``GP`` instead, for the few
+    clones that never implemented ``GV``. Raises NoController, or Cancelled on ``link.stop``."""
     deadline = time.monotonic() + timeout
-    reader = ReplyReader(max_length)
-    while True:
-        chunk = port.read(port.in_waiting or 1)
-        if chunk:
-            frames = reader.feed(chunk)
-            if frames:
-                return frames[0]
-        if time.monotonic() >= deadline and not port.in_waiting:
-            if reader.buffer:
-                raise ReplyTimeout(f"partial reply {bytes(reader.buffer)!r} after {timeout:.2f} s")
-            raise ReplyTimeout(f"no reply within {timeout:.2f} s")
+    while not link.stop.is_set():
+        remaining = deadline - time.monotonic()
+        last_try = remaining <= link.read_timeout + DRAIN_TIME
+        try:
+            if last_try:
+                query(link, GET_POSITION, parse_position, max(0.2, remaining))
+                log.warning("the controller does not answer :GV# but answers :GP#; carrying on without a "
+                            "firmware version")
+                version = "unknown"
+            else:
+                version = query(link, GET_VERSION, parse_version, link.read_timeout)
+        except ProtocolError as exc:
+            log.debug("handshake: %s", exc)
+            if last_try:
+                raise NoController(f"no valid reply to :GV# within {timeout:.1f} s ({exc})") from exc
+            link.pause(DRAIN_TIME)  # garbage comes back at once: do not spin
+            continue
+        link.pause(DRAIN_TIME)
+        link.flush()  # boot chatter and duplicate replies to the retried GV
+        return version
+    raise Cancelled()
 
 
-# --- transactions -------------------------------------------------------------------------------------------------
+def read_state(link: SerialLink, version: str, *, speed_code: int | None = None, half_step: bool | None = None,
+               tries: int = 3) -> ControllerState:
+    """After the handshake: apply the configured settings and read the controller's whole state.
+    Raises ProtocolError (answered GV, then nonsense), Cancelled (``link.stop``)."""
+    if speed_code is not None:
+        link.send(encode_step_delay(speed_code))
+    if half_step is not None:
+        link.send(encode_half_step(half_step))
+    step_delay = link.query_optional(encode_command(GET_STEP_DELAY), parse_step_delay)
+    half = link.query_optional(encode_command(GET_HALF_STEP), parse_half_step)
+    if speed_code is not None and step_delay != speed_code:  # most clones ignore SD: worth a line in the log
+        log.warning("step delay %s requested, the controller reports %s", speed_code, step_delay)
+    if half_step is not None and half != half_step:
+        log.warning("half step %s requested, the controller reports %s", half_step, half)
+    link.send(encode_command(START_CONVERSION))
+    temperature = link.query_optional(encode_command(GET_TEMPERATURE), parse_temperature,
+                                      reply_timeout(GET_TEMPERATURE, link.read_timeout))
+    moving = link.query_retry(encode_command(GET_MOVING), parse_moving, tries)
+    position = link.query_retry(encode_command(GET_POSITION), parse_position, tries)  # after GI: a move may end
+    return ControllerState(version=version, position=position, moving=moving, temperature=temperature,
+                           step_delay=step_delay, half_step=half)
+
+
 class MoonliteLink:
-    """Request/reply transactions on one open port. Not thread-safe: one owner thread uses it.
-
-    Serial errors (SerialException, OSError, termios.error) propagate untouched: they mean the port failed.
-    Bad or missing replies raise ProtocolError/ReplyTimeout: the caller decides how often to retry.
-    """
+    """The Moonlite conversation on a plain open port, without the engine (probing a port, tests)."""
 
     def __init__(self, port: SerialPort, read_timeout: float) -> None:
-        self.port = port
-        self.read_timeout = read_timeout
-        self.transactions = 0  # commands written to the line
+        self.port, self.read_timeout = port, read_timeout
+        self.link = SerialLink(port, ReplyReader(), read_timeout, command_name=command_name)
+
+    @property
+    def transactions(self) -> int:
+        """Commands written to the line."""
+        return self.link.transactions
 
     def send(self, frame: bytes) -> None:
-        # Flush first: a late or unsolicited reply must never be read as the answer to this command.
-        self.port.reset_input_buffer()
-        self.port.write(frame)  # pyserial writes it all or raises on write_timeout
-        self.transactions += 1
+        self.link.send(frame)
 
     def query(self, cmd: str, parser: Callable[[bytes], T], timeout: float | None = None) -> T:
-        """Send ``:cmd#`` and return the parsed reply."""
-        if timeout is None:
-            timeout = max(self.read_timeout, SLOW_REPLIES.get(cmd, 0.0))
-        self.send(encode_command(cmd))
-        return parser(read_reply(self.port, timeout))
-
-    def query_retry(self, cmd: str, parser: Callable[[bytes], T], tries: int, stop: threading.Event) -> T:
-        """``query`` up to ``tries`` times; the last ProtocolError propagates. Raises Cancelled on ``stop``."""
-        for attempt in range(tries):
-            if stop.is_set():
-                raise Cancelled()
-            try:
-                return self.query(cmd, parser)
-            except ProtocolError:
-                if attempt == tries - 1:
-                    raise
-                stop.wait(DRAIN_TIME)  # let a late reply land, so the next flush catches it
-        raise ValueError("tries must be at least 1")
-
-    def query_optional(self, cmd: str, parser: Callable[[bytes], T], stop: threading.Event) -> T | None:
-        """A query some clones do not answer: None instead of an error."""
-        try:
-            return self.query_retry(cmd, parser, 2, stop)
-        except ProtocolError as exc:
-            log.info("no valid reply to :%s# (%s); ignoring", cmd, exc)
-            return None
+        return query(self.link, cmd, parser, timeout)
 
     def handshake(self, timeout: float, stop: threading.Event) -> str:
-        """The firmware version, retrying ``GV`` for ``timeout`` s: most Arduino controllers reboot when the
-        port opens (DTR) and ignore commands for 1-2 s. The last read of the window asks ``GP`` instead, for the
-        few clones that never implemented ``GV``. Raises NoController, or Cancelled on ``stop``."""
-        deadline = time.monotonic() + timeout
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            last_try = remaining <= self.read_timeout + DRAIN_TIME
-            try:
-                if last_try:
-                    self.query(GET_POSITION, parse_position, max(0.2, remaining))
-                    log.warning("the controller does not answer :GV# but answers :GP#; carrying on without a "
-                                "firmware version")
-                    version = "unknown"
-                else:
-                    version = self.query(GET_VERSION, parse_version, self.read_timeout)
-            except ProtocolError as exc:
-                log.debug("handshake: %s", exc)
-                if last_try:
-                    raise NoController(f"no valid reply to :GV# within {timeout:.1f} s ({exc})") from exc
-                stop.wait(DRAIN_TIME)  # garbage comes back at once: do not spin
-                continue
-            stop.wait(DRAIN_TIME)
-            self.port.reset_input_buffer()  # boot chatter and duplicate replies to the retried GV
-            return version
-        raise Cancelled()
+        self.link.stop = stop
+        return handshake(self.link, timeout)
 
     def initialise(self, stop: threading.Event, handshake_timeout: float, *, speed_code: int | None = None,
                    half_step: bool | None = None, tries: int = 3) -> ControllerState:
@@ -361,19 +303,5 @@ class MoonliteLink:
         Raises NoController (no handshake), ProtocolError (answered GV, then nonsense), Cancelled (``stop``).
         """
         version = self.handshake(handshake_timeout, stop)
-        if speed_code is not None:
-            self.send(encode_step_delay(speed_code))
-        if half_step is not None:
-            self.send(encode_half_step(half_step))
-        step_delay = self.query_optional(GET_STEP_DELAY, parse_step_delay, stop)
-        half = self.query_optional(GET_HALF_STEP, parse_half_step, stop)
-        if speed_code is not None and step_delay != speed_code:  # most clones ignore SD: worth a line in the log
-            log.warning("step delay %s requested, the controller reports %s", speed_code, step_delay)
-        if half_step is not None and half != half_step:
-            log.warning("half step %s requested, the controller reports %s", half_step, half)
-        self.send(encode_command(START_CONVERSION))
-        temperature = self.query_optional(GET_TEMPERATURE, parse_temperature, stop)
-        moving = self.query_retry(GET_MOVING, parse_moving, tries, stop)
-        position = self.query_retry(GET_POSITION, parse_position, tries, stop)  # after GI: a move may just end
-        return ControllerState(version=version, position=position, moving=moving, temperature=temperature,
-                               step_delay=step_delay, half_step=half)
+        return read_state(self.link, version, speed_code=speed_code, half_step=half_step, tries=tries)
+

@@ -1,10 +1,11 @@
-"""A Moonlite focuser emulator: the firmware as a state machine, served on a pty.
+"""Focuser controller emulators: a firmware state machine per protocol, served on one pty link.
 
-Independent of :mod:`alpaca_focuser.drivers` on purpose (own parser), so the
-emulator can catch the Moonlite driver's protocol bugs rather than share them.
+Independent of :mod:`alpaca_focuser.drivers` on purpose (own parsers), so the
+emulator can catch the drivers' protocol bugs rather than share them.
 """
 
+from alpaca_focuser.emulator.base import Firmware
 from alpaca_focuser.emulator.firmware import MoonliteFirmware
-from alpaca_focuser.emulator.pty_link import MoonliteEmulator
+from alpaca_focuser.emulator.pty_link import MoonliteEmulator, PtyLink
 
-__all__ = ["MoonliteEmulator", "MoonliteFirmware"]
+__all__ = ["Firmware", "MoonliteEmulator", "MoonliteFirmware", "PtyLink"]

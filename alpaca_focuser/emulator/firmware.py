@@ -155,6 +155,23 @@ class MoonliteFirmware:
     def position(self) -> int:
         return self._computed()[0]
 
+    def set_position(self, position: int) -> None:
+        """Put the motor at ``position`` (tests, and ``SP``): any move stops there, and the target follows."""
+        if not 0 <= position <= MAX_POSITION:
+            raise ValueError(f"position must be 0..{MAX_POSITION}")
+        self._pos0 = self._dest = self._target = position
+        self._moving = False
+        self._t0 = self._clock()
+
+    @property
+    def temperature(self) -> float:
+        """The probe's base temperature (before drift and noise); tests may set it."""
+        return self.base_temperature
+
+    @temperature.setter
+    def temperature(self, celsius: float) -> None:
+        self.base_temperature = float(celsius)
+
     @property
     def target(self) -> int:
         return self._target
@@ -187,6 +204,12 @@ class MoonliteFirmware:
     def reset_input(self) -> None:
         """Drop any partial frame (what a reboot does to the serial buffer)."""
         self._frame = None
+
+    def boot(self) -> bytes:
+        """DTR reset on port open: the partial frame is lost; the board prints nothing. The position is kept, as
+        on the controllers that store it (and so that an unplug-replug test sees the motor where it stopped)."""
+        self.reset_input()
+        return b""
 
     def feed(self, data: bytes) -> bytes:
         """Process raw input; return the concatenated replies of complete commands."""
@@ -262,9 +285,7 @@ class MoonliteFirmware:
 
     def _sp(self, value: int | None) -> None:
         assert value is not None
-        self._pos0 = self._dest = self._target = value
-        self._moving = False
-        self._t0 = self._clock()
+        self.set_position(value)
 
     def _sn(self, value: int | None) -> None:
         assert value is not None

@@ -1,4 +1,5 @@
-"""The Moonlite firmware model behind a real pseudo-terminal, with fault injection.
+"""Any firmware state machine (emulator/base.py) behind a real pseudo-terminal, with fault injection and
+realistic line timing. ``MoonliteEmulator`` is the link serving the Moonlite firmware.
 
 A client (the project's driver, pyserial in tests) opens the pty slave exactly
 as it would open ``/dev/ttyUSB0``; the emulator thread serves the master side.
@@ -18,34 +19,49 @@ need them (``unplug``, ``replug``, ``send_garbage``) are queued to the thread
 and waited for, which avoids closing an fd another thread is polling (and the
 fd-number reuse races that follow).  When the thread is not running they run
 inline.
+
+Replies are scheduled, never slept on: the thread keeps reading (and
+timestamping) what the host sends while a reply is being paced out, as a real
+controller receives while it transmits.  Pacing knobs: ``reply_delay`` (the
+reply starts late), ``split_replies`` (each reply reaches the host in two
+chunks ``split_pause`` apart, what a USB-serial adapter's latency timer does)
+and ``line_baud`` (each byte takes its time on the wire: ~1.04 ms at 9600 8N1).
+``command_log`` holds ``(arrival time, command)`` pairs, the time being
+``time.monotonic()`` when the chunk that completed the command was read;
+``output_log`` holds ``(time, bytes)`` of every write to the host.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import queue
 import select
 import threading
 import time
 import tty
+from collections import deque
 from types import TracebackType
-from typing import Callable
+from typing import Callable, Self
 
+from alpaca_focuser.emulator.base import Firmware
 from alpaca_focuser.emulator.firmware import MoonliteFirmware
 
 logger = logging.getLogger("alpaca_focuser.emulator")
 
 #: Poll timeout; bounds the latency of motion, fault injection and stop().
 POLL_INTERVAL_S = 0.01
-#: Pause between the two halves of a reply when ``split_replies`` is set.
+#: Default pause between the two chunks of a reply when ``split_replies`` is set.
 SPLIT_PAUSE_S = 0.02
+#: Bits per byte on an 8N1 line (start, 8 data, stop): a byte takes 10/baud seconds.
+BITS_PER_BYTE = 10
 _GARBAGE = b"Z?!\x00"
 
 
-class MoonliteEmulator:
-    """Serve a :class:`MoonliteFirmware` on a pty, optionally symlinked to ``link_path``.
+class PtyLink:
+    """Serve a firmware state machine on a pty, optionally symlinked to ``link_path``.
 
     Thread safety: the emulator thread holds :attr:`lock` while it feeds the
     firmware.  Reading single firmware properties from a test is fine without
@@ -55,29 +71,38 @@ class MoonliteEmulator:
 
     def __init__(
         self,
+        firmware: Firmware,
         link_path: str | None = None,
-        profile: str = "moonlite",
         boot_delay: float = 0.0,
-        steps_per_second: float | None = None,
-        temperature: float = 10.0,
-        position: int = 0,
+        *,
+        name: str = "serial",
+        reply_delay: float = 0.0,
+        split_pause: float | None = None,
+        line_baud: float | None = None,
     ) -> None:
+        self.firmware = firmware
+        self.name = name
         self.link_path = link_path
         self.boot_delay = boot_delay
-        self.firmware = MoonliteFirmware(
-            profile=profile, steps_per_second=steps_per_second, temperature=temperature, position=position
-        )
         self.lock = threading.Lock()
-        # Fault injection knobs, read by the thread on every reply.
-        self.reply_delay: float = 0.0
-        self.split_replies: bool = False
+        # Pacing and fault injection knobs, read by the thread on every reply.
+        self.reply_delay: float = reply_delay
+        self.split_replies: bool = split_pause is not None
+        self.split_pause: float = SPLIT_PAUSE_S if split_pause is None else split_pause
+        self.line_baud: float | None = line_baud  #: None: replies take no time on the wire
         self.silent: bool = False
         self.corrupt_replies: bool = False
         # Observability for tests.
         self.open_count = 0  #: client opens detected so far
         self.boot_ignored_bytes = 0  #: input bytes discarded while "booting"
-        self.boot_ignored_commands = 0  #: '#' terminators among them
+        self.boot_ignored_commands = 0  #: command terminators (``#`` or newline) among them
         self.client_open = False
+        self.command_log: list[tuple[float, str]] = []  #: (monotonic arrival time, command), in order
+        self.output_log: list[tuple[float, bytes]] = []  #: (monotonic time, bytes) of every write to the host
+
+        self._out: deque[tuple[float, bytes]] = deque()  # (due time, bytes) to write, in due order
+        self._last_due = 0.0
+        self._line_free_at = 0.0  # when the emulated UART has sent the last scheduled byte
 
         self._master: int | None = None
         self._slave_name: str | None = None
@@ -88,14 +113,14 @@ class MoonliteEmulator:
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------- lifecycle
-    def start(self) -> "MoonliteEmulator":
+    def start(self) -> Self:
         if self._thread is not None:
             raise RuntimeError("emulator already started")
         self._open_pty()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="moonlite-emulator", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-emulator", daemon=True)
         self._thread.start()
-        logger.info("Moonlite emulator on %s (link %s)", self._slave_name, self.link_path)
+        logger.info("%s emulator on %s (link %s)", self.name, self._slave_name, self.link_path)
         return self
 
     def stop(self) -> None:
@@ -108,7 +133,7 @@ class MoonliteEmulator:
         # Run anything queued after the thread exited so callers are not stuck.
         self._drain_requests()
 
-    def __enter__(self) -> "MoonliteEmulator":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -133,6 +158,10 @@ class MoonliteEmulator:
     @property
     def plugged(self) -> bool:
         return self._master is not None
+
+    def arrivals(self, command: str) -> list[float]:
+        """Monotonic arrival times of every ``command`` (exact text, e.g. ``"FQ"``) so far."""
+        return [t for t, c in list(self.command_log) if c == command]
 
     # -------------------------------------------------------- fault injection
     def unplug(self) -> None:
@@ -204,6 +233,7 @@ class MoonliteEmulator:
         self._master = None
         self._poller = None
         self.client_open = False
+        self._out.clear()
         self._remove_link()
         self._slave_name = None
 
@@ -241,10 +271,14 @@ class MoonliteEmulator:
                 self._stop.wait(POLL_INTERVAL_S)
 
     def _serve_once(self) -> bool:
-        """One poll of the master.  Returns True if the caller should sleep."""
+        """One poll of the master, then any output that is due.  Returns True if the caller should sleep."""
         if self._master is None or self._poller is None:
             return True  # unplugged
-        events = self._poller.poll(POLL_INTERVAL_S * 1000)
+        timeout = POLL_INTERVAL_S
+        if self._out:
+            timeout = min(timeout, max(0.0, self._out[0][0] - time.monotonic()))
+        events = self._poller.poll(math.ceil(timeout * 1000))
+        now = time.monotonic()  # the arrival time of whatever was just received
         mask = 0
         for _, ev in events:
             mask |= ev
@@ -252,20 +286,26 @@ class MoonliteEmulator:
             if self.client_open:
                 logger.info("client closed %s", self._slave_name)
                 self.client_open = False
+                self._out.clear()  # a reply to nobody
             if mask & select.POLLIN:
                 self._read()  # whatever the client wrote before closing
             return True  # POLLHUP is level-triggered: sleep instead of spinning
         if not self.client_open:
             self.client_open = True
             self.open_count += 1
-            self._boot_until = time.monotonic() + self.boot_delay
+            self._boot_until = now + self.boot_delay
             with self.lock:
-                self.firmware.reset_input()  # a reboot empties the receive buffer
+                banner = self.firmware.boot()  # DTR reset: volatile state and the receive buffer are gone
+            self._out.clear()
+            self._line_free_at = self._last_due = now
+            if banner:
+                self._schedule(banner, now)
             logger.info("client opened %s (boot delay %.2fs)", self._slave_name, self.boot_delay)
         if mask & select.POLLIN:
             data = self._read()
             if data:
-                self._handle_input(data)
+                self._handle_input(data, now)
+        self._write_due(time.monotonic())
         return False
 
     def _read(self) -> bytes:
@@ -277,40 +317,88 @@ class MoonliteEmulator:
                 raise
             return b""
 
-    def _handle_input(self, data: bytes) -> None:
-        if time.monotonic() < self._boot_until:
+    def _handle_input(self, data: bytes, now: float) -> None:
+        if now < self._boot_until:
             self.boot_ignored_bytes += len(data)
-            self.boot_ignored_commands += data.count(b"#")
+            self.boot_ignored_commands += data.count(b"#") + data.count(b"\n")
             logger.debug("booting, ignored %r", data)
             return
         with self.lock:
+            seen = len(self.firmware.commands)
             replies = self.firmware.feed_replies(data)
+            self.command_log.extend((now, command) for command in self.firmware.commands[seen:])
         if self.silent:
             if replies:
                 logger.debug("silent: dropping %d replies", len(replies))
             return
         for reply in replies:
-            if self.reply_delay > 0:
-                time.sleep(self.reply_delay)
             if self.corrupt_replies:
-                reply = (_GARBAGE * len(reply))[: len(reply) - 1] + b"#"
+                reply = (_GARBAGE * len(reply))[: len(reply) - 1] + reply[-1:]
             logger.debug("reply %r", reply)
-            if self.split_replies and len(reply) > 1:
-                half = len(reply) // 2
-                self._write(reply[:half])
-                time.sleep(SPLIT_PAUSE_S)
-                self._write(reply[half:])
-            else:
-                self._write(reply)
+            self._schedule(reply, now)
+
+    def _schedule(self, reply: bytes, now: float) -> None:
+        """Queue ``reply`` for writing: after ``reply_delay``, behind what the line is still sending, each byte
+        taking its line time, and in two chunks ``split_pause`` apart when ``split_replies`` is set."""
+        byte_time = BITS_PER_BYTE / self.line_baud if self.line_baud else 0.0
+        start = max(now + self.reply_delay, self._line_free_at)
+        self._line_free_at = done = start + len(reply) * byte_time
+        if self.split_replies and len(reply) > 1:
+            half = len(reply) // 2
+            first_at = start + half * byte_time
+            self._enqueue(first_at, reply[:half])
+            self._enqueue(max(done, first_at + self.split_pause), reply[half:])
+        elif byte_time:
+            for i in range(len(reply)):
+                self._enqueue(start + (i + 1) * byte_time, reply[i:i + 1])
+        else:
+            self._enqueue(start, reply)
+
+    def _enqueue(self, due: float, data: bytes) -> None:
+        self._last_due = due = max(due, self._last_due)  # never overtake bytes scheduled earlier
+        self._out.append((due, data))
+
+    def _write_due(self, now: float) -> None:
+        while self._out and self._out[0][0] <= now:
+            self._write(self._out.popleft()[1])
 
     def _write(self, data: bytes) -> None:
         if self._master is None:
             logger.warning("unplugged: dropping %r", data)
             return
+        # Logged before the write, so whoever has read these bytes finds them in the log.
+        self.output_log.append((time.monotonic(), data))
         try:
             written = os.write(self._master, data)
         except OSError as e:
             logger.warning("write to pty failed (%s): dropping %r", e, data)
+            self.output_log.pop()
             return
         if written < len(data):
+            self.output_log[-1] = (self.output_log[-1][0], data[:written])
             logger.warning("pty buffer full: dropped %r", data[written:])
+
+
+class MoonliteEmulator(PtyLink):
+    """A :class:`MoonliteFirmware` (``profile`` "moonlite" or "clone") served on a pty."""
+
+    firmware: MoonliteFirmware
+
+    def __init__(
+        self,
+        link_path: str | None = None,
+        profile: str = "moonlite",
+        boot_delay: float = 0.0,
+        steps_per_second: float | None = None,
+        temperature: float = 10.0,
+        position: int = 0,
+        *,
+        reply_delay: float = 0.0,
+        split_pause: float | None = None,
+        line_baud: float | None = None,
+    ) -> None:
+        firmware = MoonliteFirmware(
+            profile=profile, steps_per_second=steps_per_second, temperature=temperature, position=position
+        )
+        super().__init__(firmware, link_path, boot_delay, name="moonlite", reply_delay=reply_delay,
+                         split_pause=split_pause, line_baud=line_baud)
