@@ -234,3 +234,14 @@ def test_config_errors_name_their_table_and_key() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"focuser": [{"name": "A"}, {"name": "A"}]}, "x.toml")
     assert (info.value.table, info.value.key) == ("focuser #1", "name")
+
+
+def test_the_config_knows_every_serial_driver_the_registry_builds() -> None:
+    from alpaca_focuser.config import DRIVERS, SERIAL_DRIVERS
+    from alpaca_focuser.drivers.registry import SERIAL_DRIVER_CLASSES, serial_driver_class
+
+    assert set(SERIAL_DRIVERS) == set(SERIAL_DRIVER_CLASSES)
+    assert set(SERIAL_DRIVERS) <= set(DRIVERS)
+    for name in SERIAL_DRIVERS:
+        cls = serial_driver_class(name)
+        assert cls.DIALECT.name == name and callable(cls.from_config)

@@ -18,12 +18,10 @@ def create_driver(cfg: FocuserConfig, *, saved_position: int | None = None) -> F
             # A relative focuser's internal counter starts mid-range, so it can move inward as far as outward.
             start = saved_position if saved_position is not None else SIMULATOR_MAX_POSITION // 2
         return SimulatorDriver(speed=float(cfg.speed or 2000), position=start, temperature=cfg.temperature)
-    if cfg.driver == "moonlite":
-        from alpaca_focuser.drivers.moonlite import MoonliteDriver
+    from alpaca_focuser.drivers.registry import SERIAL_DRIVER_CLASSES, serial_driver_class
 
-        assert cfg.port is not None  # guaranteed by config validation
-        return MoonliteDriver(cfg.port, baud=cfg.baud, read_timeout=cfg.read_timeout, speed_code=cfg.speed,
-                              half_step=cfg.half_step, name=cfg.name)
+    if cfg.driver in SERIAL_DRIVER_CLASSES:
+        return serial_driver_class(cfg.driver).from_config(cfg)
     raise ValueError(f"unknown driver {cfg.driver!r}")
 
 

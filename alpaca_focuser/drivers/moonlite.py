@@ -24,6 +24,7 @@ from typing import Callable, TypeVar
 
 import serial
 
+from alpaca_focuser.config import FocuserConfig
 from alpaca_focuser.drivers import moonlite_protocol as mp
 from alpaca_focuser.drivers.dialect import INIT_TRIES, Dialect, Features, LinkSettings, Quirks, Reading
 from alpaca_focuser.drivers.protocol import Framer, ProtocolError
@@ -142,6 +143,14 @@ def _poll(link: SerialLink, cmd: str, parser: Callable[[bytes], T]) -> T | None:
 
 class MoonliteDriver(SerialEngine):
     """``driver = "moonlite"``: the serial engine speaking the Moonlite dialect (settings as in config.py)."""
+
+    DIALECT = MoonliteDialect
+
+    @classmethod
+    def from_config(cls, cfg: FocuserConfig) -> MoonliteDriver:
+        assert cfg.port is not None  # guaranteed by config validation
+        return cls(cfg.port, baud=cfg.baud, read_timeout=cfg.read_timeout, speed_code=cfg.speed,
+                   half_step=cfg.half_step, name=cfg.name)
 
     def __init__(self, port: str, *, baud: int = 9600, read_timeout: float = 0.5, speed_code: int | None = None,
                  half_step: bool | None = None, name: str = "moonlite", moving_poll_interval: float = 0.1,
