@@ -5,7 +5,9 @@ Every server here listens on 127.0.0.1 with an ephemeral port; nothing talks to 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -131,6 +133,26 @@ def make_pegasus(tmp_path: Path) -> Iterator[Callable[..., PtyLink]]:
                        split_pause=split_pause, line_baud=line_baud, reply_delay=reply_delay).start()
 
     yield from started_until_teardown(start, PtyLink.stop)
+
+
+@contextlib.contextmanager
+def positions_seen(read: Callable[[], int]) -> Iterator[list[int]]:
+    """Every position ``read()`` gives, sampled every 2 ms by a thread while the block runs."""
+    seen: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            seen.append(read())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, name="test-sampler", daemon=True)
+    sampler.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        sampler.join()
 
 
 def send_malformed_frames(emu: MoonliteEmulator) -> None:

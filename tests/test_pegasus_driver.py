@@ -19,7 +19,7 @@ import pytest
 from alpaca_focuser.drivers.pegasus import PegasusDriver
 from alpaca_focuser.emulator.pty_link import PtyLink
 from alpaca_focuser.errors import DEVICE_NOT_RESPONDING, SERIAL_PORT_ERROR, DriverError
-from conftest import started_until_teardown
+from conftest import positions_seen, started_until_teardown
 
 #: Each firmware variant, whether it acknowledges set commands, and its version string.
 VARIANTS = [("recent", True, "3.3"), ("old", False, "2.6"), ("2.8", True, "2.8"), ("reset", False, "2.0")]
@@ -287,29 +287,18 @@ NOISE = (b"M:777\n", b"0\n", b"OK_DMFCN\n", b"ERR:\n", b"W:5\r\n", b"OK_DMFCN:3.
 def test_noise_never_yields_a_wrong_position(make_pegasus: Any, make_driver: Any) -> None:
     emu = make_pegasus(position=1000, steps_per_second=1000.0)
     driver = make_driver(emu)
-    seen: list[int] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            seen.append(driver.status().position)
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, name="test-sampler", daemon=True)
-    sampler.start()
-    driver.move_to(3000)
-    wait_for(lambda: driver.status().position > 1100, 2.0, "the motor to start")
-    emu.split_replies = True  # garbage may now land inside a reply, as line noise does
-    for junk in NOISE:
-        emu.send_garbage(junk)
-        time.sleep(0.06)
-    emu.split_replies = False
-    emu.corrupt_replies = True  # every reply mangled for a while: a fault, then recovery
-    time.sleep(0.4)
-    emu.corrupt_replies = False
-    wait_for(lambda: driver.status().fault is None and not driver.status().moving, 8.0, "the end of the move")
-    done.set()
-    sampler.join()
+    with positions_seen(lambda: driver.status().position) as seen:
+        driver.move_to(3000)
+        wait_for(lambda: driver.status().position > 1100, 2.0, "the motor to start")
+        emu.split_replies = True  # garbage may now land inside a reply, as line noise does
+        for junk in NOISE:
+            emu.send_garbage(junk)
+            time.sleep(0.06)
+        emu.split_replies = False
+        emu.corrupt_replies = True  # every reply mangled for a while: a fault, then recovery
+        time.sleep(0.4)
+        emu.corrupt_replies = False
+        wait_for(lambda: driver.status().fault is None and not driver.status().moving, 8.0, "the end of the move")
     assert driver.status().position == emu.firmware.position == 3000
     stats = driver.link_stats()
     assert stats.failed_polls > 0  # the noise was noticed ...
@@ -368,19 +357,8 @@ def test_halt_is_written_while_a_chunked_reply_is_in_flight(make_pegasus: Any, m
                                                             variant: str) -> None:
     emu = make_pegasus(variant=variant, position=1000, steps_per_second=300.0, **CHUNKED)
     driver = make_driver(emu)
-    seen: list[int] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            seen.append(driver.status().position)
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, name="test-sampler", daemon=True)
-    sampler.start()
-    latencies, before_reply_end = halts_during_replies(emu, driver, 8)
-    done.set()
-    sampler.join()
+    with positions_seen(lambda: driver.status().position) as seen:
+        latencies, before_reply_end = halts_during_replies(emu, driver, 8)
     stats = driver.link_stats()
     print(f"{variant}: halt() -> H at the emulator with chunked replies: median "
           f"{statistics.median(latencies) * 1000:.2f} ms, worst {max(latencies) * 1000:.2f} ms; "
