@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import falcon
 import waitress
 from waitress import trigger, wasyncore
 
-from alpaca_focuser.alpaca.device_api import DeviceResource
+from alpaca_focuser.alpaca.device_api import DEVICE_ROUTE, DeviceResource
 from alpaca_focuser.alpaca.management import add_management_routes
 from alpaca_focuser.alpaca.responses import TransactionCounter, send_text
 from alpaca_focuser.alpaca.setup_pages import add_setup_routes
@@ -47,13 +47,22 @@ def build_devices(config: Config, store: StateStore) -> dict[int, FocuserDevice]
     return devices
 
 
-def create_app(config: Config, devices: dict[int, FocuserDevice]) -> falcon.App:
-    app = falcon.App(media_type="application/json")
+def create_app(config: Config, devices: dict[int, FocuserDevice],
+               discovery: Callable[[], Any] = lambda: None) -> falcon.App:
+    """The Falcon app. ``discovery`` returns the running discovery responder (or None), for its metrics."""
+    metrics = None
+    if config.server.metrics:
+        from alpaca_focuser.alpaca.metrics import ServerMetrics  # prometheus_client only when metrics are on
+
+        metrics = ServerMetrics(devices, discovery)
+    app = falcon.App(media_type="application/json", middleware=[metrics.requests] if metrics else None)
     app.req_options.strip_url_path_trailing_slash = True
     app.set_error_serializer(_plain_text_errors)
     app.add_error_handler(Exception, _unexpected_error)
     counter = TransactionCounter()
-    app.add_route("/api/v1/{device_type}/{device_number}/{member}", DeviceResource(devices, counter))
+    app.add_route(DEVICE_ROUTE, DeviceResource(devices, counter, metrics.requests if metrics else None))
+    if metrics:
+        app.add_route("/metrics", metrics.resource)
     add_management_routes(app, devices, counter, config.server.location)
     add_setup_routes(app, devices, config.server.location)
     return app
@@ -79,7 +88,7 @@ class FocuserServer:
         self.multicast_interfaces = multicast_interfaces
         self.store = store or StateStore(config.resolved_state_dir())
         self.devices = build_devices(config, self.store)
-        self.app = create_app(config, self.devices)
+        self.app = create_app(config, self.devices, discovery=lambda: self.discovery)
         self.discovery: Any = None
         self._http: Any = None
         self._http_thread: threading.Thread | None = None

@@ -31,6 +31,7 @@ class ServerConfig:
     location: str = "Backyard observatory"
     threads: int = 8
     state_dir: str | None = None  # None: $STATE_DIRECTORY, else ~/.local/state/alpaca-focuser
+    metrics: bool = True  # serve GET /metrics (Prometheus)
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ def _server(data: Any, source: str) -> ServerConfig:
         location=t.text("location", d.location),
         threads=t.integer("threads", d.threads, 1, 64),
         state_dir=t.text("state_dir", d.state_dir, allow_empty=False),
+        metrics=t.get("metrics", bool, d.metrics),
     )
     t.check_unknown()
     return cfg
