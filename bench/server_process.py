@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import tomlkit
 
@@ -35,7 +35,10 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, focusers: list[dict[str, Any]] | None = None, server: dict[str, Any] | None = None,
-                 source: str | None = None, python: str = sys.executable, log_level: str = "WARNING") -> None:
+                 source: str | None = None, python: str = sys.executable, log_level: str = "WARNING",
+                 spawned: Callable[[int], None] | None = None) -> None:
+        """``spawned(pid)`` runs as soon as the process exists, before it has started serving (e.g. to put it
+        in a cgroup)."""
         self._tmp = tempfile.TemporaryDirectory(prefix="alpaca-bench-")
         self.dir = Path(self._tmp.name)
         self.port = free_port()
@@ -57,6 +60,8 @@ class ServerProcess:
                                       "--log-level", log_level], stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, cwd=self.dir)
         try:
+            if spawned is not None:
+                spawned(self.proc.pid)
             self._wait_ready()
         except BaseException:
             self.stop()
