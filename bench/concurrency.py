@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -30,12 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from alpaca_http import AlpacaHttp  # noqa: E402
-from server_process import ServerProcess  # noqa: E402
+from server_process import ServerProcess, add_server_arguments, have_wrk, server_settings  # noqa: E402
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
@@ -119,17 +116,6 @@ def run_wrk(url: str, connections: int, seconds: float) -> WrkResult:
     return parse_wrk(out, connections)
 
 
-def server_settings(pairs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs with TOML values (``threads=16``, ``metrics=false``)."""
-    settings: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
-        settings.update(tomllib.loads(f"{key.strip()} = {value.strip()}"))
-    return settings
-
-
 def measure(args: argparse.Namespace, settings: dict[str, Any]) -> list[tuple[WrkResult, list[float], int]]:
     rows = []
     with ServerProcess(server=settings, source=args.source) as server:
@@ -151,12 +137,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0, help="duration of each wrk run (default 15)")
     ap.add_argument("--connections", default="1,16,64", help="comma-separated connection counts")
     ap.add_argument("--repeat", type=int, default=1, help="repeat the whole series (the machine may be shared)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a [server] config key")
-    ap.add_argument("--source", metavar="DIR", help="run the server from another checkout of the code")
+    add_server_arguments(ap)
     args = ap.parse_args()
     args.connections = [int(c) for c in args.connections.split(",")]
-    if shutil.which("wrk") is None:
-        print("bench/concurrency.py needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
+    if not have_wrk("bench/concurrency.py"):
         return 2
     settings = server_settings(args.set)
     print(f"GET position on a simulated focuser, wrk -t1, {args.seconds:g} s per run; server settings "

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -38,8 +37,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from alpaca_http import AlpacaHttp  # noqa: E402
-from concurrency import parse_wrk, percentile, server_settings  # noqa: E402
-from server_process import ServerProcess  # noqa: E402
+from concurrency import parse_wrk, percentile  # noqa: E402
+from moonlite_serial import wait_for, watch_frames  # noqa: E402
+from server_process import ServerProcess, add_server_arguments, have_wrk, server_settings  # noqa: E402
 
 from alpaca_focuser.emulator.pty_link import MoonliteEmulator  # noqa: E402
 
@@ -129,28 +129,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def watch_frames(emu: MoonliteEmulator, frames: tuple[bytes, ...]) -> dict[bytes, list[float]]:
-    """Monotonic arrival times of each of ``frames`` as the emulator reads them.
-
-    Wraps the firmware's input on this instance only. When the emulator keeps a timestamped command log of its
-    own, read arrivals from that log here instead; nothing else in this file depends on how they are taken."""
-    arrivals: dict[bytes, list[float]] = {frame: [] for frame in frames}
-    original = emu.firmware.feed_replies
-    tail = bytearray()  # a frame may arrive split across two reads
-
-    def feed_replies(data: bytes) -> list[bytes]:
-        now = time.monotonic()
-        window = bytes(tail) + data
-        for frame in frames:
-            new = window.count(frame) - bytes(tail).count(frame)
-            arrivals[frame].extend(now for _ in range(new))
-        tail[:] = window[-8:]
-        return original(data)
-
-    emu.firmware.feed_replies = feed_replies  # type: ignore[method-assign]
-    return arrivals
-
-
 def slow_clients(port: int, stop: Any, out: Any) -> None:
     """Child process: SLOW_CLIENTS threads each GET devicestate at SLOW_HZ; put (latencies ms, failures)."""
     latencies: list[float] = []
@@ -176,14 +154,6 @@ def slow_clients(port: int, stop: Any, out: Any) -> None:
     for t in threads:
         t.join()
     out.put((latencies, failures))
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 def halts_and_moves(port: int, arrivals: dict[bytes, list[float]], halts: int
@@ -284,11 +254,9 @@ def main() -> int:
     ap.add_argument("--period-us", type=int, default=10000, help="quota period in microseconds (default 10000)")
     ap.add_argument("--no-quota", action="store_true", help="run without the cgroup, for comparison")
     ap.add_argument("--fast-clients", type=int, default=1, help="connections polling position flat out (default 1)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a [server] config key")
-    ap.add_argument("--source", metavar="DIR", help="run the server from another checkout of the code")
+    add_server_arguments(ap)
     args = ap.parse_args()
-    if shutil.which("wrk") is None:
-        print("bench/pi_budget.py needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
+    if not have_wrk("bench/pi_budget.py"):
         return 2
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -11,20 +11,48 @@ Traffic goes to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
 import tomlkit
 
 SIMULATOR = {"name": "bench", "driver": "simulator", "speed": 2000, "max_step": 50000, "step_size": 4.5}
+
+
+def add_server_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` (a ``[server]`` config key) and ``--source DIR`` (another checkout), for comparisons."""
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a [server] config key, "
+                                                                                     "e.g. threads=16")
+    ap.add_argument("--source", metavar="DIR", help="run the server from another checkout of the code")
+
+
+def have_wrk(prog: str) -> bool:
+    if shutil.which("wrk") is None:
+        print(f"{prog} needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
+        return False
+    return True
+
+
+def server_settings(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs with TOML values (``threads=16``, ``metrics=false``)."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
+        settings.update(tomllib.loads(f"{key.strip()} = {value.strip()}"))
+    return settings
 
 
 def free_port() -> int:
