@@ -227,3 +227,12 @@ def test_scraping_never_touches_the_serial_line(make_emu: Any, server_factory: A
     # The idle poll sends ~3 commands a second; one extra or missing poll cycle is timing, a command per scrape
     # would be 20 or more.
     assert quiet > 0 and abs(busy - quiet) <= 4, (quiet, busy, scraped)
+
+
+def test_metrics_key_must_be_a_boolean() -> None:
+    from alpaca_focuser.config import ConfigError, parse_config
+
+    assert parse_config({"server": {"metrics": False}}, "c.toml").server.metrics is False
+    assert parse_config({}, "c.toml").server.metrics is True
+    with pytest.raises(ConfigError, match=r"c\.toml: \[server\] metrics: must be true or false, got \"yes\""):
+        parse_config({"server": {"metrics": "yes"}}, "c.toml")
