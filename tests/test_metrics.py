@@ -67,11 +67,14 @@ def test_requests_are_counted_by_member_method_and_status(server: FocuserServer)
         conn.getresponse().read()
         conn.request("POST", "/api/v1/focuser/0/position")
         conn.getresponse().read()
+        conn.request("BREW", "/api/v1/focuser/0/position")  # made-up methods share one label value
+        conn.getresponse().read()
     after = scrape(server)
     assert requests_of(after, "name") - requests_of(before, "name") == 7
     assert requests_of(after, "connected", "PUT") == 1
     assert requests_of(after, "unknown", "GET", "400") == 1  # unknown names share one label value
     assert requests_of(after, "position", "POST", "405") == 1
+    assert requests_of(after, "position", "other", "400") == 1
     assert requests_of(after, "/metrics") >= 1  # the scrape before this one
     grew = (value(after, "alpaca_http_request_duration_seconds_count", method="GET") or 0) - \
         (value(before, "alpaca_http_request_duration_seconds_count", method="GET") or 0)

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 # seconds (a serial handshake).
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, math.inf)
 FOCUSER_LABELS = ("device", "name")
+# Label values are bounded, so a scanner sending made-up methods or paths cannot grow the series without limit.
+KNOWN_METHODS = frozenset(("GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"))
 
 
 class RequestMetrics:
@@ -71,7 +73,9 @@ class RequestMetrics:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
                          req_succeeded: bool) -> None:
-        elapsed = time.perf_counter() - req.context.metrics_start
+        start = getattr(req.context, "metrics_start", None)
+        elapsed = None if start is None else time.perf_counter() - start
+        method = req.method if req.method in KNOWN_METHODS else "other"
         template = req.uri_template
         if template == DEVICE_ROUTE:
             member = req.path.rsplit("/", 1)[-1]
@@ -79,15 +83,16 @@ class RequestMetrics:
                 member = "unknown"
         else:
             member = template or "unrouted"
-        key = (member, req.method, resp.status_code)
+        key = (member, method, resp.status_code)
         child = self._request_children.get(key)
         if child is None:
-            child = self._request_children[key] = self._requests.labels(member, req.method, str(resp.status_code))
+            child = self._request_children[key] = self._requests.labels(member, method, str(resp.status_code))
         child.inc()
-        timer = self._duration_children.get(req.method)
-        if timer is None:
-            timer = self._duration_children[req.method] = self._duration.labels(req.method)
-        timer.observe(elapsed)
+        if elapsed is not None:
+            timer = self._duration_children.get(method)
+            if timer is None:
+                timer = self._duration_children[method] = self._duration.labels(method)
+            timer.observe(elapsed)
 
     def ascom_error(self, member: str, number: int) -> None:
         """Count one ASCOM error answered for ``member`` (its URL name)."""
@@ -104,7 +109,7 @@ class FocuserCollector(Collector):
         return []  # values exist only at scrape time; nothing to check at registration
 
     def collect(self) -> Iterator[Metric]:
-        families = {
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "connected": GaugeMetricFamily("alpaca_focuser_connected", "1 while the device is connected",
                                            labels=FOCUSER_LABELS),
             "moving": GaugeMetricFamily("alpaca_focuser_moving", "1 while the motor moves (IsMoving)",
@@ -186,11 +191,11 @@ def link_families(stats: Any, labels: Sequence[str]) -> list[Metric]:
             out.append(family)
     buckets = _field(stats, "round_trip_buckets")
     if buckets:
-        family = HistogramMetricFamily("alpaca_serial_round_trip_seconds", "Command to reply time on the link",
-                                       labels=FOCUSER_LABELS)
-        family.add_metric(list(labels), [(_bound(le), float(count)) for le, count in buckets],
-                          float(_field(stats, "round_trip_sum") or 0.0))
-        out.append(family)
+        histogram = HistogramMetricFamily("alpaca_serial_round_trip_seconds", "Command to reply time on the link",
+                                          labels=FOCUSER_LABELS)
+        histogram.add_metric(list(labels), [(_bound(le), float(count)) for le, count in buckets],
+                             float(_field(stats, "round_trip_sum") or 0.0))
+        out.append(histogram)
     return out
 
 
