@@ -207,22 +207,28 @@ def run(args: argparse.Namespace, quota: CpuQuota | None) -> int:
                 cpu0, t0, throttle0 = cpu_seconds(server.pid), time.monotonic(), quota.throttling() if quota else {}
                 try:
                     to_fg, to_fq, halt_rtt = halts_and_moves(server.port, arrivals, args.halts)
-                finally:
                     cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
                     throttle1 = quota.throttling() if quota else {}
                     fast = None
                     if wrk is not None:
-                        wrk.send_signal(signal.SIGINT)
+                        wrk.send_signal(signal.SIGINT)  # wrk prints its figures when interrupted
                         fast = parse_wrk(wrk.communicate(timeout=30)[0], args.fast_clients)
                     stop.set()
                     slow, slow_failures = out.get(timeout=30)
-                    pollers.join(10)
+                finally:  # also on Ctrl-C or a failed halt: no load generator outlives the run
+                    stop.set()
+                    if wrk is not None and wrk.poll() is None:
+                        wrk.kill()
+                        wrk.wait()
+                    pollers.join(5)
+                    if pollers.is_alive():
+                        pollers.terminate()
         finally:
             emu.stop()
     budget = f"{args.quota_us / 1000:g} ms every {args.period_us / 1000:g} ms" if quota else "no quota"
     print(f"Pi budget: server in a CPU cgroup ({budget}; cgroup v{quota.version if quota else '-'}), Moonlite "
-          f"emulator outside it; {SLOW_CLIENTS} clients GET devicestate at {SLOW_HZ:g} Hz, 1 GET position "
-          f"flat out; code from {args.source or 'this checkout'}; {t1 - t0:.0f} s")
+          f"emulator outside it; {SLOW_CLIENTS} clients GET devicestate at {SLOW_HZ:g} Hz, {args.fast_clients} GET "
+          f"position flat out; code from {args.source or 'this checkout'}; {t1 - t0:.0f} s")
     print(f"  {'':<44}{'p50':>8}{'p99':>8}{'max':>8}{'n':>6}   (ms)")
     print(line(f"GET devicestate, {SLOW_CLIENTS} clients at {SLOW_HZ:g} Hz", slow,
                f"   failures {len(slow_failures)}"))
@@ -266,6 +272,9 @@ def main() -> int:
     quota = None if args.no_quota else CpuQuota(args.quota_us, args.period_us)
     try:
         return run(args, quota)
+    except KeyboardInterrupt:
+        print("pi_budget: interrupted", file=sys.stderr)
+        return 130
     finally:
         if quota is not None:
             quota.close()
