@@ -44,6 +44,7 @@ class ServerConfig:
     state_dir: str | None = None  # None: $STATE_DIRECTORY, else ~/.local/state/alpaca-focuser
     setup_password_hash: str | None = None  # from `alpaca-focuser hash-password`: Basic auth on settings writes
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the Alpaca API (CORS); "*" for any
+    metrics: bool = True  # serve GET /metrics (Prometheus)
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,7 @@ def _server(data: Any, source: str) -> ServerConfig:
         state_dir=t.text("state_dir", d.state_dir, allow_empty=False),
         setup_password_hash=t.text("setup_password_hash", None),
         cors_origins=tuple(t.get("cors_origins", list, [])),
+        metrics=t.get("metrics", bool, d.metrics),
     )
     if cfg.setup_password_hash is not None:
         from alpaca_focuser.passwords import parse_hash
