@@ -10,13 +10,11 @@ from __future__ import annotations
 import http.client
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from alpaca_focuser.alpaca.metrics import link_families
 from alpaca_focuser.app import FocuserServer
 from alpaca_http import AlpacaHttp
 from conftest import wait_until
@@ -153,40 +151,34 @@ def test_temp_comp_corrections_are_exported_when_the_device_counts_them(server: 
     assert focuser(scrape(server), "alpaca_focuser_temp_comp_corrections_total") == 12
 
 
-@dataclass
-class LinkSnapshot:
-    """The shape ``link_families`` reads (attributes here; a mapping works too)."""
-
-    commands_sent: dict[str, int] = field(default_factory=lambda: {"GP": 120, "GI": 40, "FQ": 2})
-    replies_received: dict[str, int] = field(default_factory=lambda: {"GP": 119, "GI": 40})
-    bad_replies: int = 1
-    timeouts: int = 0
-    faults: int = 1
-    reconnects: int = 1
-    round_trip_buckets: list[tuple[float, int]] = field(
-        default_factory=lambda: [(0.01, 100), (0.05, 158), (float("inf"), 159)])
-    round_trip_sum: float = 1.25
-
-
-def test_serial_link_counters_come_from_the_driver_snapshot(server: FocuserServer,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any driver with ``link_stats()`` gets the serial metrics; the scrape reads its snapshot as it is."""
-    snapshot = LinkSnapshot()
-    monkeypatch.setattr(server.devices[0].driver, "link_stats", lambda: snapshot, raising=False)
+def test_serial_link_counters_come_from_the_driver(make_emu: Any, server_factory: Any) -> None:
+    """The real Moonlite driver on the emulator: what the scrape says the link sent is what reached the wire."""
+    emu = make_emu(steps_per_second=2000.0, position=1000)
+    server = server_factory({"name": "Moonlite", "driver": "moonlite", "port": str(emu.link_path),
+                             "max_step": 20000})
+    labels = {"device": "0", "name": "Moonlite"}
+    with AlpacaHttp("127.0.0.1", server.port) as client:
+        client.put("connected", Connected="true")
+        client.put("move", Position=1400)
+        wait_until(lambda: client.value("ismoving") is False and client.value("position") == 1400)
+        client.put("halt")  # idle: Moonlite sends FQ anyway (harmless there)
+        wait_until(lambda: emu.firmware.command_counts["FQ"] >= 1)
+    stats = server.devices[0].driver.link_stats()
     samples = scrape(server)
-    labels = {"device": "0", "name": "Simulated focuser"}
-    assert value(samples, "alpaca_serial_commands_sent_total", command="GP", **labels) == 120
-    assert value(samples, "alpaca_serial_commands_sent_total", command="FQ", **labels) == 2
-    assert value(samples, "alpaca_serial_replies_received_total", command="GP", **labels) == 119
-    assert value(samples, "alpaca_serial_bad_replies_total", **labels) == 1
-    assert value(samples, "alpaca_serial_timeouts_total", **labels) == 0
-    assert value(samples, "alpaca_serial_reconnects_total", **labels) == 1
-    assert value(samples, "alpaca_serial_round_trip_seconds_bucket", le="0.05", **labels) == 158
-    assert value(samples, "alpaca_serial_round_trip_seconds_count", **labels) == 159
-    assert value(samples, "alpaca_serial_round_trip_seconds_sum", **labels) == 1.25
-    # a mapping with only some fields: only those are exported
-    families = link_families({"timeouts": 3}, ["0", "x"])
-    assert [f.name for f in families] == ["alpaca_serial_timeouts"]
+    for command in ("GP", "GI", "SN", "GN", "FG", "FQ"):
+        sent = value(samples, "alpaca_serial_commands_sent_total", command=command, **labels)
+        assert sent is not None and sent >= 1, command
+        assert sent <= stats.sent[command] + 3  # the snapshot was taken a moment before the scrape
+    assert emu.firmware.command_counts["FG"] == value(samples, "alpaca_serial_commands_sent_total", command="FG",
+                                                       **labels)
+    gp_replies = value(samples, "alpaca_serial_replies_received_total", command="GP", **labels)
+    assert gp_replies is not None and gp_replies >= 2
+    assert value(samples, "alpaca_serial_round_trip_seconds_count", command="GP", **labels) == gp_replies
+    assert (value(samples, "alpaca_serial_round_trip_seconds_bucket", command="GP", le="+Inf", **labels)
+            == gp_replies)
+    assert value(samples, "alpaca_serial_faults_total", **labels) == 0
+    assert value(samples, "alpaca_serial_halts_sent_total", **labels) == 1
+    assert value(samples, "alpaca_serial_halt_latency_seconds_count", **labels) == 1
 
 
 def test_discovery_answers_and_rate_limit_drops(server_factory: Any) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import falcon
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, GCCollector, Histogram,
@@ -38,6 +38,9 @@ from alpaca_focuser import __version__
 from alpaca_focuser.alpaca.device_api import DEVICE_ROUTE
 from alpaca_focuser.alpaca.members import VERBS
 from alpaca_focuser.focuser.device import FocuserDevice
+
+if TYPE_CHECKING:  # the snapshot's shape only: the HTTP layer does no serial work
+    from alpaca_focuser.drivers.link_stats import LinkStatsSnapshot, Timing
 
 log = logging.getLogger(__name__)
 
@@ -155,48 +158,46 @@ class FocuserCollector(Collector):
         yield from merge_families(link)
 
 
-def _field(stats: Any, name: str) -> Any:
-    """A field of a link-stats snapshot, which may be an object with attributes or a mapping."""
-    if isinstance(stats, Mapping):
-        return stats.get(name)
-    return getattr(stats, name, None)
+def link_families(stats: LinkStatsSnapshot, labels: Sequence[str]) -> list[Metric]:
+    """Metric families for one serial link's counters (``driver.link_stats()``, see drivers/link_stats.py).
 
-
-def link_families(stats: Any, labels: Sequence[str]) -> list[Metric]:
-    """Metric families for one serial link's counters, from a snapshot (attributes or mapping keys):
-
-    ``commands_sent`` and ``replies_received`` (mappings command -> count, e.g. ``{"GP": 1200}``);
-    ``bad_replies``, ``timeouts``, ``faults``, ``reconnects`` (ints); ``round_trip_buckets`` (ascending
-    ``(upper bound in seconds, cumulative count)`` pairs, the last bound ``inf``) with ``round_trip_sum``
-    (seconds). Fields that are absent are left out, so a driver can export what it has."""
+    Counters by command (sent, replies, bad replies, timeouts), the round-trip histogram by command, the link's
+    faults and reconnects, what the framers dropped, and the halts with their request -> wire latency."""
     out: list[Metric] = []
     command_labels = (*FOCUSER_LABELS, "command")
-    for field, name, doc in (("commands_sent", "alpaca_serial_commands_sent", "Commands written to the port"),
-                             ("replies_received", "alpaca_serial_replies_received", "Valid replies read, by the "
-                                                                                    "command they answer")):
-        counts = _field(stats, field)
-        if counts:
-            family = CounterMetricFamily(name, doc, labels=command_labels)
-            for command, count in sorted(counts.items()):
-                family.add_metric([*labels, str(command)], float(count))
-            out.append(family)
-    for field, doc in (("bad_replies", "Malformed or unexpected replies discarded"),
-                       ("timeouts", "Commands whose reply did not come in time"),
-                       ("faults", "Times the link entered the fault state"),
-                       ("reconnects", "Successful reconnections after a fault")):
-        value = _field(stats, field)
-        if value is not None:
-            family = CounterMetricFamily(f"alpaca_serial_{field}", doc, labels=FOCUSER_LABELS)
-            family.add_metric(list(labels), float(value))
-            out.append(family)
-    buckets = _field(stats, "round_trip_buckets")
-    if buckets:
-        histogram = HistogramMetricFamily("alpaca_serial_round_trip_seconds", "Command to reply time on the link",
-                                          labels=FOCUSER_LABELS)
-        histogram.add_metric(list(labels), [(_bound(le), float(count)) for le, count in buckets],
-                             float(_field(stats, "round_trip_sum") or 0.0))
-        out.append(histogram)
-    return out
+    for counts, name, doc in (
+            (stats.sent, "alpaca_serial_commands_sent", "Commands written to the port"),
+            (stats.replies, "alpaca_serial_replies_received", "Valid replies read, by the command they answer"),
+            (stats.bad_replies, "alpaca_serial_bad_replies", "Replies discarded as malformed, by command"),
+            (stats.timeouts, "alpaca_serial_timeouts", "Commands whose reply did not come in time")):
+        family = CounterMetricFamily(name, doc, labels=command_labels)
+        for command, count in sorted(counts.items()):
+            family.add_metric([*labels, command], float(count))
+        out.append(family)
+    for value, name, doc in (
+            (stats.failed_polls, "failed_polls", "Polled queries whose reply was missing or bad (retried)"),
+            (stats.stray, "stray_replies", "Well-formed replies that answered nothing awaited (discarded)"),
+            (stats.noise, "noise", "Runs of bytes dropped as noise (reboot chatter, wrong baud rate)"),
+            (stats.faults, "faults", "Times the link was declared lost (0x501 port, 0x502 controller)"),
+            (stats.reconnects, "reconnects", "Successful automatic reconnections after a fault"),
+            (stats.halts_requested, "halts_requested", "Halts asked for"),
+            (stats.halts_sent, "halts_sent", "Halt commands written to the port"),
+            (stats.halts_out_of_band, "halts_out_of_band", "Halts written while a reply was still on its way")):
+        family = CounterMetricFamily(f"alpaca_serial_{name}", doc, labels=FOCUSER_LABELS)
+        family.add_metric(list(labels), float(value))
+        out.append(family)
+    round_trip = HistogramMetricFamily("alpaca_serial_round_trip_seconds", "Command written -> its reply complete",
+                                       labels=command_labels)
+    for command, timing in sorted(stats.round_trip.items()):
+        round_trip.add_metric([*labels, command], _buckets(timing), timing.total)
+    halt = HistogramMetricFamily("alpaca_serial_halt_latency_seconds", "Halt asked for -> halt command written",
+                                 labels=FOCUSER_LABELS)
+    halt.add_metric(list(labels), _buckets(stats.halt_latency), stats.halt_latency.total)
+    return [*out, round_trip, halt]
+
+
+def _buckets(timing: Timing) -> list[tuple[str, float]]:
+    return [*((_bound(le), float(n)) for le, n in timing.buckets), ("+Inf", float(timing.count))]
 
 
 def _bound(le: float) -> str:
