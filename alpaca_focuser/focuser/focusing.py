@@ -86,9 +86,18 @@ class Focusing:
         self.learner.cancel()
 
     def switch(self, on: bool) -> None:
-        """TempComp set by a client; remembered in the state file."""
+        """TempComp set by a client; remembered in the state file. Switching on takes the reference at once (when
+        the focuser is idle and there is a temperature), so it is the temperature of the moment the client chose."""
         self.comp.switch(on)
         self._store.update(self.device_number, temp_comp=on)
+        if not on:
+            return
+        average = self.average()
+        with self._engine.lock:
+            status = self._engine.driver.status()
+            if average is not None and status.connected and not status.fault and self._engine.idle(status):
+                frame = self._engine.frame()
+                self.comp.take_reference(average, frame.to_client(status.position), frame)
 
     # --- readings ------------------------------------------------------------------------------------------------
     def average(self) -> float | None:

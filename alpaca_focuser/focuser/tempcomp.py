@@ -125,16 +125,26 @@ class TempCompensation:
         with self._lock:
             self._reference = None
 
+    def take_reference(self, average: float, current: int, frame: Frame) -> None:
+        """Take the reference now if there is none (the focuser is idle at ``current``)."""
+        with self._lock:
+            self._take_reference(average, current, frame)
+
+    def _take_reference(self, average: float, current: int, frame: Frame) -> bool:
+        if self._reference is not None:
+            return False
+        self._reference = (frame.to_motor(current), average)
+        self._last_temperature = average
+        log.info("%s: temperature compensation reference: position %d at %.2f °C (averaged)", self.name, current,
+                 average)
+        return True
+
     # --- the decision ----------------------------------------------------------------------------------------
     def evaluate(self, average: float, current: int, frame: Frame, coefficient: float,
                  threshold: float) -> Correction | None:
         """The correction due now, if any (the focuser is idle at ``current``, client frame)."""
         with self._lock:
-            if self._reference is None:
-                self._reference = (frame.to_motor(current), average)
-                self._last_temperature = average
-                log.info("%s: temperature compensation reference: position %d at %.2f °C (averaged)", self.name,
-                         current, average)
+            if self._take_reference(average, current, frame):
                 return None
             if abs(average - self._last_temperature) < threshold - EPSILON_C:
                 return None
