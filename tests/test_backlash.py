@@ -47,6 +47,8 @@ def test_backlash_ends_exactly_on_target_with_the_overshoot_only_against_the_app
     rig = make_rig(kind, speed=2000, backlash_steps=200, backlash_direction="out")
     f = rig.alpyca()
     assert f.Position == 0
+    connected = [r.getMessage() for r in caplog.records if " connected at position " in r.getMessage()]
+    assert "backlash 200 steps, final approach out, reverse off, settle off" in connected[-1]  # nothing hidden
 
     mark = rig.wire_mark()
     f.Move(3000)  # outward: the approach direction, one leg

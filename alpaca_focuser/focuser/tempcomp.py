@@ -42,6 +42,7 @@ class TemperatureWindow:
     def __init__(self) -> None:
         self._samples: deque[tuple[float, float]] = deque()
         self._last = -math.inf
+        self._cached: tuple[float, float, float | None] | None = None  # (window_s, newest sample time, average)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -60,15 +61,25 @@ class TemperatureWindow:
                 self._samples.popleft()
 
     def average(self, now: float, window_s: float) -> float | None:
+        """The mean of the samples of the last ``window_s`` seconds; None when there are none. Computed once per
+        sample and window (the worker asks ten times a second, a Pi Zero need not add up an hour of samples each
+        time)."""
         with self._lock:
-            values = [c for t, c in self._samples if t > now - window_s]
-        return math.fsum(values) / len(values) if values else None
+            newest = self._samples[-1][0] if self._samples else -math.inf
+            cached = self._cached
+            if cached is None or cached[:2] != (window_s, newest):
+                values = [c for t, c in self._samples if t > newest - window_s]
+                cached = self._cached = (window_s, newest, math.fsum(values) / len(values) if values else None)
+            if newest <= now - window_s:
+                return None  # no reading for a whole window: there is nothing to average
+            return cached[2]
 
     def clear(self) -> None:
         """Forget the samples (after a reconnect, the old ones may be from another night)."""
         with self._lock:
             self._samples.clear()
             self._last = -math.inf
+            self._cached = None
 
 
 @dataclass(frozen=True)
