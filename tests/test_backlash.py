@@ -255,3 +255,19 @@ def test_settle_comes_after_the_last_backlash_leg_only(make_rig: MakeRig) -> Non
     at_target = [i for i, (_, p) in enumerate(seen) if p == 2000]
     assert min(p for _, p in seen) <= 1650  # the overshoot to 1600 happened
     assert len(seen) - at_target[0] > 20  # IsMoving stayed true a while at the target: the settle
+
+
+def test_relative_focuser_gets_backlash_and_reverse_on_its_step_counter(make_rig: MakeRig) -> None:
+    rig = make_rig("simulator", speed=4000, absolute=False, max_increment=5000, reverse=True, backlash_steps=100,
+                   backlash_direction="out", position=100000)
+    f = rig.alpyca()
+    assert f.Absolute is False
+    f.Move(1000)  # out for the client, the approach direction: one leg, the motor counts down
+    wait_for(lambda: not f.IsMoving)
+    assert rig.motor_position() == 99000
+    f.Move(-500)  # in for the client: overshoot 100 further in (motor up to 99600), then back out
+    highest = rig.motor_position()
+    while f.IsMoving:
+        highest = max(highest, rig.motor_position())
+    assert rig.motor_position() == 99500
+    assert 99500 < highest <= 99600
