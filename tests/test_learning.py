@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 from alpaca.exceptions import ActionNotImplementedException, InvalidOperationException, InvalidValueException
 
 from alpaca_focuser.errors import InvalidOperationError
+from alpaca_focuser.state import StateStore
 from focusing_rig import BACKENDS, Rig, make_rig, wait_for  # noqa: F401  (make_rig is a fixture)
 
 MakeRig = Callable[..., Rig]
@@ -118,10 +120,15 @@ def test_pairs_keep_the_clients_position_not_where_compensation_moved(make_rig: 
     assert rig.position() > 5000
 
 
-def test_reverse_flips_the_learned_slope_into_the_clients_frame(make_rig: MakeRig) -> None:
-    rig = make_rig("simulator", max_step=20000, temp_comp_learn_idle_s=IDLE_S, temp_comp_window_s=1.0)
-    for celsius in (10.0, 8.0, 6.0):
-        autofocus_at(rig, celsius, round(5000 + TRUE_SLOPE * (celsius - 10.0)))
+def seed_pairs(tmp_path: Path, slope: float = TRUE_SLOPE) -> None:
+    """Pairs in the state file before the server starts, as a previous night would have left them."""
+    pairs = [{"temperature": t, "position": round(5000 + slope * (t - 10.0)), "time": 0.0} for t in (10.0, 8.0, 6.0)]
+    StateStore(tmp_path / "state").update(0, temp_comp_pairs=pairs)
+
+
+def test_reverse_flips_the_learned_slope_into_the_clients_frame(make_rig: MakeRig, tmp_path: Path) -> None:
+    seed_pairs(tmp_path)
+    rig = make_rig("simulator", max_step=20000)
     assert learned(rig)["coefficient"] == TRUE_SLOPE
     rig.device.apply_settings(replace(rig.device.cfg, reverse=True))  # pairs are kept in the motor's frame
     assert learned(rig)["coefficient"] == -TRUE_SLOPE
@@ -157,10 +164,9 @@ def test_supported_actions_and_their_errors(make_rig: MakeRig, kind: str) -> Non
     assert f.Action("SyncPosition", "1234") == "1234" and f.Position == 1234
 
 
-def test_a_failing_settings_writer_keeps_the_running_value_and_says_so(make_rig: MakeRig) -> None:
-    rig = make_rig("simulator", temp_comp_learn_idle_s=IDLE_S, temp_comp_window_s=1.0)
-    for celsius in (10.0, 8.0, 6.0):
-        autofocus_at(rig, celsius, round(5000 + TRUE_SLOPE * (celsius - 10.0)))
+def test_a_failing_settings_writer_keeps_the_running_value_and_says_so(make_rig: MakeRig, tmp_path: Path) -> None:
+    seed_pairs(tmp_path)
+    rig = make_rig("simulator")
 
     def read_only(number: int, values: dict[str, Any]) -> None:
         raise OSError("config.toml: read-only file system")

@@ -169,7 +169,7 @@ def test_nothing_moves_below_the_threshold(make_rig: MakeRig, kind: str) -> None
 def test_averaging_smooths_a_one_sample_spike(make_rig: MakeRig, kind: str) -> None:
     # The Moonlite driver reads the probe about once a second and a reading latched by C shows in the next GT, so
     # even the shortest spike there lasts ~2 s; its window is longer for the same margin.
-    window, threshold = (6.0, 0.5) if kind == "simulator" else (8.0, 0.75)
+    window, threshold = (3.0, 0.5) if kind == "simulator" else (8.0, 0.75)
     rig = make_rig(kind, temp_comp_coefficient=-12, temp_comp_threshold=threshold, temp_comp_window_s=window)
     start_compensating(rig)
     time.sleep(window + 0.5)  # a full window of 10.0 °C samples
