@@ -11,9 +11,6 @@ COPY . .
 RUN pip install --no-cache-dir . \
     && rm -rf /src
 
-# The default config; mount your own over it, or put one at /data/config.toml (it wins, see CMD).
-COPY config.toml /etc/alpaca-focuser/config.toml
-
 # Non-root; dialout (gid 20 here and on Raspberry Pi OS) owns the serial device passed with --device.
 RUN groupadd --system alpaca \
     && useradd --system --gid alpaca --groups dialout --no-create-home --home-dir /data \
@@ -34,5 +31,9 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 CMD ["al
 
 STOPSIGNAL SIGTERM
 
+# The config: /data/config.toml when it exists, else one mounted at /etc/alpaca-focuser/config.toml, else the
+# built-in defaults (one simulated focuser), in which case the setup page's first Save creates /data/config.toml
+# in the volume ($STATE_DIRECTORY), which the next start reads. No config is baked into the image: a file there
+# could not be saved to, and a save into the container's own layer would be lost with the container.
 # exec: the server itself is the container's main process, so it receives SIGTERM and shuts down cleanly.
-CMD ["sh", "-c", "if [ -f /data/config.toml ]; then c=/data/config.toml; else c=/etc/alpaca-focuser/config.toml; fi; exec alpaca-focuser --config \"$c\""]
+CMD ["sh", "-c", "if [ -f /data/config.toml ]; then exec alpaca-focuser --config /data/config.toml; elif [ -f /etc/alpaca-focuser/config.toml ]; then exec alpaca-focuser --config /etc/alpaca-focuser/config.toml; else exec alpaca-focuser; fi"]

@@ -13,10 +13,13 @@ from waitress import trigger, wasyncore
 from alpaca_focuser.alpaca.device_api import DeviceResource
 from alpaca_focuser.alpaca.management import add_management_routes
 from alpaca_focuser.alpaca.responses import TransactionCounter, send_text
+from alpaca_focuser.alpaca.setup_api import ApiCorsMiddleware
 from alpaca_focuser.alpaca.setup_pages import add_setup_routes
 from alpaca_focuser.config import Config
 from alpaca_focuser.drivers import create_driver
 from alpaca_focuser.focuser.device import FocuserDevice
+from alpaca_focuser.history import INTERVAL, HistorySampler
+from alpaca_focuser.settings import Settings
 from alpaca_focuser.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -40,22 +43,46 @@ def _unexpected_error(req: falcon.Request, resp: falcon.Response, exc: Exception
 
 
 def build_devices(config: Config, store: StateStore) -> dict[int, FocuserDevice]:
+    """One device per enabled ``[[focuser]]`` table, numbered by the table's place in the file: a disabled
+    table keeps its number, so removing a focuser never renumbers the ones after it."""
     devices: dict[int, FocuserDevice] = {}
     for number, cfg in enumerate(config.focusers):
+        if not cfg.enabled:
+            continue
         driver = create_driver(cfg, saved_position=store.position(number))
         devices[number] = FocuserDevice(number, cfg, driver, store)
     return devices
 
 
-def create_app(config: Config, devices: dict[int, FocuserDevice]) -> falcon.App:
-    app = falcon.App(media_type="application/json")
+def _serial_ports() -> list[tuple[str, str]]:
+    """The ports ``alpaca-focuser ports`` lists, as (config path, description) for the add-focuser form."""
+    from alpaca_focuser.drivers.ports import list_ports
+
+    try:
+        ports = list_ports()
+    except OSError as exc:
+        log.warning("Cannot list serial ports: %s", exc)
+        return []
+    return [(p.best_path, " ".join(x for x in (p.best_path, p.manufacturer or "", p.description) if x))
+            for p in ports]
+
+
+def create_app(config: Config, devices: dict[int, FocuserDevice], settings: Settings | None = None,
+               sampler: HistorySampler | None = None) -> falcon.App:
+    """The Falcon app. ``settings`` and ``sampler`` default to fresh ones (tests that need no history thread)."""
+    middleware = [ApiCorsMiddleware(config.server.cors_origins)] if config.server.cors_origins else []
+    app = falcon.App(media_type="application/json", middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.set_error_serializer(_plain_text_errors)
     app.add_error_handler(Exception, _unexpected_error)
+    settings = settings or Settings(config, devices)
+    for device in devices.values():
+        device.settings_writer = settings.write_keys  # type: ignore[attr-defined]  # persists learned settings
     counter = TransactionCounter()
     app.add_route("/api/v1/{device_type}/{device_number}/{member}", DeviceResource(devices, counter))
     add_management_routes(app, devices, counter, config.server.location)
-    add_setup_routes(app, devices, config.server.location)
+    add_setup_routes(app, devices, config.server.location, settings, sampler or HistorySampler(devices),
+                     config.server.setup_password_hash, _serial_ports)
     return app
 
 
@@ -72,14 +99,16 @@ class FocuserServer:
     """The running server: HTTP on waitress in its own thread, plus the discovery responder."""
 
     def __init__(self, config: Config, store: StateStore | None = None,
-                 multicast_interfaces: tuple[str, ...] | None = None) -> None:
+                 multicast_interfaces: tuple[str, ...] | None = None, history_interval: float = INTERVAL) -> None:
         """``multicast_interfaces`` limits the IPv6 discovery group joins (None: every interface); tests pass
         () so that no multicast membership report ever leaves the machine."""
         self.config = config
         self.multicast_interfaces = multicast_interfaces
         self.store = store or StateStore(config.resolved_state_dir())
         self.devices = build_devices(config, self.store)
-        self.app = create_app(config, self.devices)
+        self.settings = Settings(config, self.devices)
+        self.history = HistorySampler(self.devices, interval=history_interval)
+        self.app = create_app(config, self.devices, self.settings, self.history)
         self.discovery: Any = None
         self._http: Any = None
         self._http_thread: threading.Thread | None = None
@@ -100,6 +129,7 @@ class FocuserServer:
                                             clear_untrusted_proxy_headers=True)
         self._http_thread = threading.Thread(target=self._http.run, name="http-server", daemon=True)
         self._http_thread.start()
+        self.history.start()
         log.info("Alpaca API listening on %s (%d focuser(s))", listen_addresses(s.bind, self.port),
                  len(self.devices))
         if self.config.discovery.enabled:
@@ -125,6 +155,7 @@ class FocuserServer:
         self._stopped = True
         if self.discovery is not None:
             self.discovery.stop()
+        self.history.stop()
         for device in self.devices.values():
             device.halt_for_shutdown()  # all motors at once, before waiting on any of them
         for device in self.devices.values():

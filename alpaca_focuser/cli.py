@@ -5,6 +5,7 @@
     alpaca-focuser ports                 list serial ports (with /dev/serial/by-id paths)
     alpaca-focuser emulate --link PATH   run a Moonlite controller emulator on a pty
     alpaca-focuser healthcheck           ask a running server whether it answers (Docker HEALTHCHECK)
+    alpaca-focuser hash-password         make [server] setup_password_hash for the settings page
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ def setup_logging(level: str) -> None:
 
 def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alpaca-focuser", description="ASCOM Alpaca focuser server (IFocuserV4).",
-                                epilog="Subcommands: check-config PATH | ports | emulate --link PATH | healthcheck "
-                                       "(each has --help).")
+                                epilog="Subcommands: check-config PATH | ports | emulate --link PATH | healthcheck | "
+                                       "hash-password (each has --help).")
     p.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml if present, else "
+                                                    "config.toml in the state directory if present, else "
                                                     "built-in defaults with one simulated focuser)")
     p.add_argument("--bind", metavar="ADDR", help="address to listen on, e.g. 0.0.0.0, :: or 127.0.0.1")
     p.add_argument("--port", type=int, metavar="N", help="HTTP port (default 11111)")
@@ -55,7 +57,8 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def load_effective_config(path: str | None, bind: str | None = None, port: int | None = None) -> Config:
-    """The file named, else ./config.toml, else the defaults; then command-line overrides."""
+    """The file named, else ./config.toml, else the state directory's config.toml, else the defaults; then
+    command-line overrides."""
     if path is not None:
         config = load_config(path)
     else:
@@ -151,6 +154,8 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "ports": _subcommand("alpaca_focuser.drivers.ports", "ports", "List serial ports and their stable paths."),
     "emulate": _subcommand("alpaca_focuser.emulator.cli", "emulate", "Run a Moonlite focuser emulator on a pty."),
     "healthcheck": _subcommand("alpaca_focuser.health", "healthcheck", "Check that a server answers."),
+    "hash-password": _subcommand("alpaca_focuser.passwords", "hash-password",
+                                 "Print a salted scrypt hash of a password for [server] setup_password_hash."),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,8 @@ DRIVERS = ("simulator", "moonlite")
 MOONLITE_STEP_DELAY_CODES = (2, 4, 8, 16, 32)  # SD 02, 04, 08, 10, 20: fastest to slowest
 MOONLITE_MAX_POSITION = 65535
 INT32_MAX = 2**31 - 1
+CONFIG_FILE = "config.toml"
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
 
 
 class ConfigError(ValueError):
@@ -39,6 +42,8 @@ class ServerConfig:
     location: str = "Backyard observatory"
     threads: int = 8
     state_dir: str | None = None  # None: $STATE_DIRECTORY, else ~/.local/state/alpaca-focuser
+    setup_password_hash: str | None = None  # from `alpaca-focuser hash-password`: Basic auth on settings writes
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the Alpaca API (CORS); "*" for any
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,8 @@ class FocuserConfig:
     baud: int = 9600
     half_step: bool | None = None
     read_timeout: float = 0.5
+    # false keeps the table (and so every later focuser's device number) but does not serve it
+    enabled: bool = True
 
 
 #: When a changed key takes effect on a running server.
@@ -158,6 +165,8 @@ FOCUSER_KEYS: tuple[KeyInfo, ...] = (
             drivers=("moonlite",), optional=True, applies=RECONNECT),
     KeyInfo("read_timeout", "Reply timeout (s)", "Seconds to wait for a reply from the controller", "number",
             drivers=SERIAL_DRIVERS, applies=RECONNECT),
+    KeyInfo("enabled", "Enabled", "Off: not served from the next start; the table keeps its place so no other "
+            "focuser's device number changes", "bool", applies=RESTART),
 )
 KEYS_BY_NAME: dict[str, KeyInfo] = {k.key: k for k in FOCUSER_KEYS}
 
@@ -168,6 +177,12 @@ class Config:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     focusers: tuple[FocuserConfig, ...] = (FocuserConfig(speed=2000, step_size=4.5),)
     source: str = "<built-in defaults>"
+    path: str | None = field(default=None, compare=False)  # the file it was read from; None: not from a file
+
+    def settings_path(self) -> Path:
+        """Where the settings page saves: the file the server was started from, else ``config.toml`` in the
+        state directory (which the next start then reads, see ``find_default_config``)."""
+        return Path(self.path) if self.path else self.resolved_state_dir() / CONFIG_FILE
 
     def resolved_state_dir(self) -> Path:
         """Where the state file lives: config, then systemd's $STATE_DIRECTORY, then the user's state home."""
@@ -271,7 +286,20 @@ def _server(data: Any, source: str) -> ServerConfig:
         location=t.text("location", d.location),
         threads=t.integer("threads", d.threads, 1, 64),
         state_dir=t.text("state_dir", d.state_dir, allow_empty=False),
+        setup_password_hash=t.text("setup_password_hash", None),
+        cors_origins=tuple(t.get("cors_origins", list, [])),
     )
+    if cfg.setup_password_hash is not None:
+        from alpaca_focuser.passwords import parse_hash
+
+        try:
+            parse_hash(cfg.setup_password_hash)
+        except ValueError as exc:
+            raise t.fail("setup_password_hash", f"{exc}; make one with `alpaca-focuser hash-password`") from None
+    for origin in cfg.cors_origins:
+        if not isinstance(origin, str) or not (origin == "*" or _ORIGIN.fullmatch(origin)):
+            raise t.fail("cors_origins", "each entry must be an origin such as \"http://192.168.1.20:8080\" "
+                                         f"(scheme, host and port, no path) or \"*\", got {_toml_repr(origin)}")
     t.check_unknown()
     return cfg
 
@@ -327,6 +355,7 @@ def _focuser(data: Any, index: int, source: str) -> FocuserConfig:
         baud=t.integer("baud", d.baud, 300, 1_000_000),
         half_step=t.get("half_step", bool, None),
         read_timeout=t.number("read_timeout", d.read_timeout, 0.05, 10.0),
+        enabled=t.get("enabled", bool, d.enabled),
     )
     t.check_unknown()
     if cfg.backlash_steps > max_step:
@@ -360,12 +389,16 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
     if not focusers_raw:
         raise ConfigError(f"{source}: focuser: at least one [[focuser]] table is needed")
     focusers = tuple(_focuser(f, i, source) for i, f in enumerate(focusers_raw))
-    names = [f.name for f in focusers]
+    if not any(f.enabled for f in focusers):
+        raise ConfigError(f"{source}: [focuser #{len(focusers) - 1}] enabled: at least one focuser must be enabled",
+                          table=f"focuser #{len(focusers) - 1}", key="enabled")
+    # Disabled tables only hold their device number: they may share a name or port with a served focuser.
+    names = [f.name if f.enabled else None for f in focusers]
     for i, name in enumerate(names):
-        if name in names[:i]:
+        if name is not None and name in names[:i]:
             raise ConfigError(f"{source}: [focuser #{i}] name: {name!r} is already used by another focuser",
                               table=f"focuser #{i}", key="name")
-    ports = [f.port for f in focusers]
+    ports = [f.port if f.enabled else None for f in focusers]
     for i, port in enumerate(ports):
         if port and port in ports[:i]:
             raise ConfigError(f"{source}: [focuser #{i}] port: {port!r} is used by two focusers "
@@ -389,13 +422,17 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message already carries "(at line N, column M)"
         raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
-    return parse_config(data, source)
+    return replace(parse_config(data, source), path=os.path.abspath(source))
 
 
 def find_default_config() -> Path | None:
-    """``./config.toml`` when it exists (the documented default), else None for built-in defaults."""
-    candidate = Path("config.toml")
-    return candidate if candidate.is_file() else None
+    """The config file to use when no ``--config`` is given: ``./config.toml``, else ``config.toml`` in the state
+    directory (where the settings page saves when the server runs on built-in defaults), else None for the
+    built-in defaults."""
+    for candidate in (Path(CONFIG_FILE), Config().resolved_state_dir() / CONFIG_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def describe(config: Config) -> str:
@@ -404,7 +441,8 @@ def describe(config: Config) -> str:
 
     doc = tomlkit.document()
     doc.add(tomlkit.comment(f"effective configuration from {config.source}"))
-    server = {k: v for k, v in vars(config.server).items() if v is not None}
+    server = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config.server).items()
+              if v is not None and v != ()}
     server["state_dir"] = str(config.resolved_state_dir())
     doc["server"] = server
     doc["discovery"] = dict(vars(config.discovery))

@@ -81,14 +81,24 @@ if [[ -f "$SRC/README.md" ]]; then
     install -m 0644 "$SRC/README.md" "$APP_DIR/README.md"  # the unit's Documentation= points here
 fi
 
-# 5. The config: copied once. A config that exists is the user's and is never overwritten.
-install -d -m 0755 "$CONF_DIR"
+# 5. The config: copied once. A config that exists is the user's and is never overwritten. The folder is
+#    group-writable for the service (setgid, so saved files keep the group): the setup page saves settings there
+#    by writing a temp file beside config.toml and renaming it (the unit's ReadWritePaths= allows it).
+if system_steps; then
+    install -d -m 2775 -o root -g "$SERVICE_USER" "$CONF_DIR"
+else
+    install -d -m 0755 "$CONF_DIR"
+fi
 if [[ -e "$CONF_DIR/config.toml" ]]; then
     say "Keeping existing $CONF_DIR/config.toml"
 else
     [[ -f "$SRC/config.toml" ]] || die "no $SRC/config.toml to start $CONF_DIR/config.toml from"
-    say "Installing default $CONF_DIR/config.toml (edit it, then: systemctl restart $SERVICE)"
-    install -m 0644 "$SRC/config.toml" "$CONF_DIR/config.toml"
+    say "Installing default $CONF_DIR/config.toml (edit it or use the setup page, then: systemctl restart $SERVICE)"
+    if system_steps; then
+        install -m 0664 -o root -g "$SERVICE_USER" "$SRC/config.toml" "$CONF_DIR/config.toml"
+    else
+        install -m 0644 "$SRC/config.toml" "$CONF_DIR/config.toml"
+    fi
 fi
 
 # 6. The unit: always replaced (it is ours; local changes belong in `systemctl edit` drop-ins).

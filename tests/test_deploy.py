@@ -73,7 +73,7 @@ def test_unit_has_the_required_directives() -> None:
         "Group": "alpaca-focuser", "SupplementaryGroups": "dialout", "ProtectSystem": "strict",
         "ProtectHome": "yes", "NoNewPrivileges": "yes", "PrivateTmp": "yes",
         "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX AF_NETLINK", "KillSignal": "SIGTERM",
-        "TimeoutStopSec": "10",
+        "TimeoutStopSec": "10", "ReadWritePaths": "-/etc/alpaca-focuser",
     }
     for key, value in required.items():
         assert service.get(key) == value, key
@@ -86,6 +86,13 @@ def test_unit_has_the_required_directives() -> None:
 
 
 # -- install.sh --------------------------------------------------------------------------------------------------
+
+def test_install_script_makes_the_config_folder_writable_for_the_service() -> None:
+    """What the unit's ReadWritePaths= needs on a real system (the temp-root install below skips chown)."""
+    text = INSTALL.read_text()
+    assert 'install -d -m 2775 -o root -g "$SERVICE_USER" "$CONF_DIR"' in text
+    assert 'install -m 0664 -o root -g "$SERVICE_USER" "$SRC/config.toml" "$CONF_DIR/config.toml"' in text
+
 
 def test_install_script_syntax() -> None:
     subprocess.run(["bash", "-n", str(INSTALL)], check=True, timeout=30)
@@ -147,6 +154,11 @@ def test_install_creates_venv_config_and_unit(installed: Installed) -> None:
     _venv_python(installed, "import alpaca_focuser, falcon, waitress, serial, tomlkit, sys; "
                             f"assert alpaca_focuser.__file__.startswith({str(installed.venv)!r})")
     assert installed.config.read_text() == (installed.src / "config.toml").read_text()
+    # every file of the setup pages is installed with the package (package-data picks up each type)
+    web = sorted(p.name for p in (REPO / "alpaca_focuser" / "web").iterdir() if p.is_file() and p.suffix != ".pyc")
+    _venv_python(installed, "from importlib import resources; "
+                            "names = {p.name for p in resources.files('alpaca_focuser.web').iterdir()}; "
+                            f"missing = set({web!r}) - names; assert not missing, missing")
     unit = installed.root / "etc/systemd/system/alpaca-focuser.service"
     assert unit.read_text() == UNIT.read_text()
     assert not list(installed.src.glob("*.egg-info")) and not (installed.src / "build").exists()
@@ -202,24 +214,26 @@ def test_dockerfile_has_the_expected_instructions() -> None:
     assert len(healthcheck) == 1 and healthcheck[0].endswith('CMD ["alpaca-focuser", "healthcheck"]')
     assert _all(ins, "STOPSIGNAL") == ["SIGTERM"]
     copies = [rest.split() for rest in _all(ins, "COPY")]
-    assert ["config.toml", "/etc/alpaca-focuser/config.toml"] in copies
+    # no config baked into the image: the setup page could not save it, and the volume is where saves persist
+    assert not any(dest.startswith("/etc") for *_, dest in copies), copies
     ignored = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines()
                if p.strip() and not p.startswith("#")]
     for needed in ("config.toml", "pyproject.toml", "README.md", "alpaca_focuser"):
         assert needed not in ignored, f".dockerignore would hide {needed} from the build"
-    if not (REPO / "config.toml").exists():
-        pytest.skip("config.toml is not in the repository yet; `docker build` needs it (COPY config.toml)")
 
 
-@pytest.mark.parametrize("own_config", [False, True])
-def test_docker_cmd_prefers_data_config(tmp_path: Path, own_config: bool) -> None:
+@pytest.mark.parametrize("data_config, etc_config", [(False, False), (True, False), (False, True), (True, True)])
+def test_docker_cmd_prefers_data_config(tmp_path: Path, data_config: bool, etc_config: bool) -> None:
     """Runs the CMD's shell snippet with a stub alpaca-focuser and /data, /etc mapped into tmp_path."""
     cmd = json.loads(_all(_dockerfile(), "CMD")[0])
     assert cmd[:2] == ["sh", "-c"]
     script = cmd[2].replace("/data/", f"{tmp_path}/data/").replace("/etc/", f"{tmp_path}/etc/")
     (tmp_path / "data").mkdir()
-    if own_config:
+    (tmp_path / "etc" / "alpaca-focuser").mkdir(parents=True)
+    if data_config:
         (tmp_path / "data" / "config.toml").write_text("")
+    if etc_config:
+        (tmp_path / "etc" / "alpaca-focuser" / "config.toml").write_text("")
     bindir = tmp_path / "bin"
     bindir.mkdir()
     stub = bindir / "alpaca-focuser"
@@ -227,8 +241,13 @@ def test_docker_cmd_prefers_data_config(tmp_path: Path, own_config: bool) -> Non
     stub.chmod(0o755)
     env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=30, check=True)
-    expected = f"{tmp_path}/data/config.toml" if own_config else f"{tmp_path}/etc/alpaca-focuser/config.toml"
-    assert shlex.split(out.stdout) == ["--config", expected]
+    if data_config:
+        expected = ["--config", f"{tmp_path}/data/config.toml"]
+    elif etc_config:
+        expected = ["--config", f"{tmp_path}/etc/alpaca-focuser/config.toml"]
+    else:  # built-in defaults; the first Save creates /data/config.toml ($STATE_DIRECTORY), read at next start
+        expected = []
+    assert shlex.split(out.stdout) == expected
     assert "exec alpaca-focuser" in cmd[2], "exec, so the server itself gets SIGTERM"
 
 

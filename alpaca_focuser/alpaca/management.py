@@ -45,10 +45,12 @@ def add_management_routes(app: falcon.App, devices: dict[int, FocuserDevice], co
         "ManufacturerVersion": __version__,
         "Location": location,
     }
-    configured = [
-        {"DeviceName": d.name(), "DeviceType": "Focuser", "DeviceNumber": n, "UniqueID": d.unique_id}
-        for n, d in sorted(devices.items())
-    ]
+    def configured() -> list[dict[str, Any]]:
+        # Built per request: a focuser renamed on the settings page shows its new name at once. The numbers are
+        # the devices' own, with a gap where a table is disabled, exactly as the device API answers them.
+        return [{"DeviceName": d.name(), "DeviceType": "Focuser", "DeviceNumber": n, "UniqueID": d.unique_id}
+                for n, d in sorted(devices.items())]
+
     app.add_route("/management/apiversions", ManagementResource(counter, lambda: [1]))
     app.add_route("/management/v1/description", ManagementResource(counter, lambda: description))
-    app.add_route("/management/v1/configureddevices", ManagementResource(counter, lambda: configured))
+    app.add_route("/management/v1/configureddevices", ManagementResource(counter, configured))

@@ -390,4 +390,3 @@ class FocuserDevice:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         state.append({"Name": "TimeStamp", "Value": stamp})
         return state
-
