@@ -189,6 +189,9 @@ def test_apply_settings_changes_a_running_focuser(make_rig: MakeRig) -> None:
                                             settle_ms=300, name="Renamed"))
     assert sorted(changed) == ["backlash_steps", "max_increment", "max_step", "name", "settle_ms"]
     assert (f.MaxStep, f.MaxIncrement, f.Name) == (8000, 4000, "Renamed")
+    speed = device.cfg.speed  # the driver was built from it: it waits for the next start
+    assert device.apply_settings(replace(device.cfg, speed=999, name="Renamed again")) == ["name"]
+    assert device.cfg.speed == speed and f.Name == "Renamed again"
     with pytest.raises(InvalidValueException):
         f.Move(4001)  # the new MaxIncrement
     f.Move(4000)

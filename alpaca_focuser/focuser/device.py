@@ -12,12 +12,12 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from alpaca_focuser import __version__
-from alpaca_focuser.config import KEYS_BY_NAME, FocuserConfig
+from alpaca_focuser.config import KEYS_BY_NAME, LIVE, FocuserConfig
 from alpaca_focuser.drivers.base import DriverStatus, FocuserDriver
 from alpaca_focuser.errors import (
     AscomError,
@@ -247,28 +247,34 @@ class FocuserDevice:
 
     # --- live settings -------------------------------------------------------------------------------------------
     def apply_settings(self, new_cfg: FocuserConfig) -> list[str]:
-        """Make ``new_cfg`` this focuser's configuration on the running server; returns the keys that changed.
+        """Make ``new_cfg`` this focuser's running configuration (swapped whole, atomically); returns the keys
+        whose running value changed.
 
         Everything derived follows at once, because it reads the configuration at the time of use: the motion
         limits, reverse, backlash, settle, compensation parameters and the averaging window. A key marked
         ``unsafe_while_moving`` (MaxStep, Absolute, Reverse) may only change while the focuser is still:
-        InvalidOperationError otherwise, and nothing changes. Keys that apply on reconnect or restart (driver,
-        port, ...) are stored and reported, and take effect then.
+        InvalidOperationError otherwise, and nothing changes. Keys that apply only on reconnect or restart
+        (driver, port, speed, ...) keep their running value, since the driver was built from it; they are logged
+        as waiting for the next start and not returned.
         """
         with self.engine.lock:  # no Move can start between the check and the swap
             old = self.cfg
-            changed = [f.name for f in fields(FocuserConfig) if getattr(old, f.name) != getattr(new_cfg, f.name)]
+            differ = [f.name for f in fields(FocuserConfig) if getattr(old, f.name) != getattr(new_cfg, f.name)]
+            changed = [key for key in differ if KEYS_BY_NAME[key].applies == LIVE]
             unsafe = [key for key in changed if KEYS_BY_NAME[key].unsafe_while_moving]
             if unsafe and self.engine.is_moving(self.driver.status()):
                 raise InvalidOperationError(f"{', '.join(unsafe)} cannot change while the focuser is moving; "
                                             f"Halt it or wait until it stops")
-            self.cfg = new_cfg
+            self.cfg = replace(old, **{key: getattr(new_cfg, key) for key in changed})
         for key in changed:
             log.info("Focuser %d: setting %s changed from %r to %r", self.device_number, key, getattr(old, key),
                      getattr(new_cfg, key))
+        waiting = [key for key in differ if key not in changed]
+        if waiting:
+            log.info("Focuser %d: %s take effect at the next start, not now", self.device_number, ", ".join(waiting))
         if changed:
             log.info("Focuser %d: now %s", self.device_number,
-                     settings_summary(new_cfg, self._has_temperature(), self.focusing.comp.enabled))
+                     settings_summary(self.cfg, self._has_temperature(), self.focusing.comp.enabled))
         return changed
 
     def command_blind(self, command: str, raw: bool) -> None:
