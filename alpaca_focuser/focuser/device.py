@@ -383,7 +383,6 @@ class FocuserDevice:
         Allowed while TempComp is true (IFocuserV3 and later); its end becomes the new compensation reference."""
         self._status()
         self.engine.move(position)
-        self.focusing.client_move_started()
 
     def device_state(self) -> list[dict[str, Any]]:
         """IsMoving, Position (absolute focusers), Temperature (with a sensor) and TimeStamp, in one snapshot."""

@@ -47,7 +47,7 @@ class Focusing:
         if average is None:
             return
         frame = self._engine.frame(cfg)
-        if self.learner.due(now, cfg.temp_comp_learn_idle_s, frame):
+        if self.learner.due(now, cfg.temp_comp_learn_idle_s, frame, self._engine.client_actions):
             self._store.update(self.device_number, temp_comp_pairs=self.learner.pairs())
         if not self._active() or self.comp.suspended or not self._engine.idle(status):
             return
@@ -63,12 +63,9 @@ class Focusing:
         self.comp.client_moved()
         average = self.average()
         if average is not None:
-            self.learner.client_move_ended(time.monotonic(), average, end.position)
+            self.learner.client_move_ended(time.monotonic(), average, end.position, end.serial)
 
     # --- what the device tells us ----------------------------------------------------------------------------
-    def client_move_started(self) -> None:
-        self.learner.cancel()
-
     def halted(self) -> None:
         self.comp.halted()
         self.learner.cancel()

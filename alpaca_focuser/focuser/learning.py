@@ -73,7 +73,8 @@ class Learner:
         if len(self._pairs) != len(pairs):
             log.warning("%s: ignored %d malformed learned pairs in the state file", name,
                         len(pairs) - len(self._pairs))
-        self._candidate: tuple[float, float, int] | None = None  # (monotonic time, temperature, motor position)
+        # (monotonic time, temperature, motor position, the client move's serial)
+        self._candidate: tuple[float, float, int, int] | None = None
         self._lock = threading.Lock()
 
     def pairs(self) -> list[dict[str, Any]]:
@@ -81,22 +82,26 @@ class Learner:
         with self._lock:
             return [dict(p) for p in self._pairs]
 
-    def client_move_ended(self, now: float, temperature: float, motor_position: int) -> None:
-        """A client move ended where the client asked; it becomes a pair if nothing moves for the idle time."""
+    def client_move_ended(self, now: float, temperature: float, motor_position: int, serial: int = 0) -> None:
+        """A client move ended where the client asked; it becomes a pair if no other client Move or Halt comes
+        for the idle time. ``serial`` identifies the move (the motion engine's count of client commands)."""
         with self._lock:
-            self._candidate = (now, temperature, motor_position)
+            self._candidate = (now, temperature, motor_position, serial)
 
     def cancel(self) -> None:
         """Another client move, a Halt, a SyncPosition or a disconnect: the candidate was not imaged at."""
         with self._lock:
             self._candidate = None
 
-    def due(self, now: float, idle_s: float, frame: Frame) -> bool:
-        """Record the candidate once its idle time has passed. True when a pair was added (save the state)."""
+    def due(self, now: float, idle_s: float, frame: Frame, serial: int = 0) -> bool:
+        """Record the candidate once its idle time has passed, unless a client command came after its move
+        (``serial``: the count now). True when a pair was added (save the state)."""
         with self._lock:
+            if self._candidate is not None and self._candidate[3] != serial:
+                self._candidate = None  # the client moved or halted since
             if self._candidate is None or now - self._candidate[0] < idle_s:
                 return False
-            _, temperature, motor = self._candidate
+            _, temperature, motor, _ = self._candidate
             self._candidate = None
             self._pairs.append({"temperature": round(temperature, 3), "position": motor,
                                 "time": round(time.time(), 1)})

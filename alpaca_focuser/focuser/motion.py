@@ -44,6 +44,7 @@ class _Sequence:
     kind: str  # CLIENT or TEMP_COMP
     target: int  # the client-frame target, for the log
     final: int  # the motor position the last leg ends on
+    serial: int  # ``client_actions`` when it started
     legs: deque[int] = field(default_factory=deque)
     moved: bool = True  # False for a move to where the focuser already is: nothing to settle
     settle_until: float | None = None  # monotonic deadline once the motor has stopped after the last leg
@@ -56,6 +57,7 @@ class MoveEnd:
     kind: str | None  # CLIENT or TEMP_COMP for a move that ran to its end; None after a Halt or a failure
     position: int  # motor frame
     completed: bool  # True when the last leg ended on its target and the settle period has passed
+    serial: int = 0  # ``client_actions`` when the move started: a later client Move or Halt makes it stale
 
 
 class MotionEngine:
@@ -70,6 +72,9 @@ class MotionEngine:
         self._jobs: queue.Queue[tuple[Callable[[], object], Future[object]] | None] = queue.Queue()
         self._sequence: _Sequence | None = None
         self._was_moving = False
+        #: Client Moves and Halts so far. Whoever acts on a MoveEnd later (the learned pairs) compares serials,
+        #: so a report that raced with a newer client command is recognised as stale.
+        self.client_actions = 0
         self._stopping = threading.Event()
         self.name = f"motion-{name}"
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -167,6 +172,9 @@ class MotionEngine:
             current = self.frame(cfg).to_client(status.position)
             target = self.target_for(requested, current, cfg)
             self._start(CLIENT, current, target, cfg, f"requested {requested}")
+            self.client_actions += 1
+            if self._sequence is not None:
+                self._sequence.serial = self.client_actions
             return target
 
     def correct(self, target: int, expected_from: int) -> bool:
@@ -191,7 +199,7 @@ class MotionEngine:
         motor_legs = [frame.to_motor(p) for p in legs]
         self.driver.move_to(motor_legs[0])  # raises before anything changes when the hardware cannot move
         replaced = self._sequence is not None
-        self._sequence = _Sequence(kind, target, motor_legs[-1], deque(motor_legs[1:]),
+        self._sequence = _Sequence(kind, target, motor_legs[-1], self.client_actions, deque(motor_legs[1:]),
                                    moved=target != current or len(legs) > 1)
         self._was_moving = True
         if len(legs) > 1:
@@ -206,6 +214,7 @@ class MotionEngine:
         """Stop at once; cancels any remaining backlash leg and the settle period."""
         with self.lock:
             sequence, self._sequence = self._sequence, None
+            self.client_actions += 1
             self.driver.halt()
             self._was_moving = True  # so the worker notices the stop and saves the position
             if sequence is not None and (sequence.legs or sequence.settle_until is not None):
@@ -293,7 +302,7 @@ class MotionEngine:
             completed = status.position == sequence.final
             log.info("%s: %s move %s at %d", self.name, sequence.kind, "ended" if completed else "stopped short",
                      self.frame(cfg).to_client(status.position))
-            return MoveEnd(sequence.kind if completed else None, status.position, completed)
+            return MoveEnd(sequence.kind if completed else None, status.position, completed, sequence.serial)
         if not self._was_moving:
             return None
         self._was_moving = False
