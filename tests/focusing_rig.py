@@ -121,6 +121,11 @@ class Rig:
     def averaged(self) -> float | None:
         return self.device.averaged_temperature()
 
+    def averaged_is(self, celsius: float) -> bool:
+        """Whether the whole averaging window holds ``celsius``."""
+        average = self.averaged()
+        return average is not None and abs(average - celsius) < 1e-9
+
 
 @pytest.fixture
 def make_rig(make_emu: Any, server_factory: Any, tmp_path: Path) -> Iterator[Callable[..., Rig]]:

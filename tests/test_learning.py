@@ -37,7 +37,7 @@ def autofocus_at(rig: Rig, celsius: float, final: int) -> None:
     rig.set_temperature(celsius)
     if rig.emu:
         time.sleep(1.5)  # the Moonlite driver reads the probe about once a second
-    wait_for(lambda: rig.averaged() is not None and abs(rig.averaged() - celsius) < 1e-9, timeout=20)
+    wait_for(lambda: rig.averaged_is(celsius), timeout=20)
     before = learned(rig)["points"]
     for position in (final + 80, final - 80, final):  # quick moves: none but the last is followed by the idle time
         rig.http.put("move", Position=position)

@@ -34,7 +34,7 @@ def poll_delay(rig: Rig) -> float:
 
 def settle_average(rig: Rig, celsius: float, timeout: float = 20.0) -> None:
     """Wait until the averaged temperature is exactly ``celsius`` (the whole window holds it)."""
-    wait_for(lambda: rig.averaged() is not None and abs(rig.averaged() - celsius) < 1e-9, timeout=timeout)
+    wait_for(lambda: rig.averaged_is(celsius), timeout=timeout)
 
 
 def start_compensating(rig: Rig, position: int = P0, celsius: float = 10.0) -> None:
@@ -175,7 +175,7 @@ def test_averaging_smooths_a_one_sample_spike(make_rig: MakeRig, kind: str) -> N
     time.sleep(window + 0.5)  # a full window of 10.0 °C samples
 
     rig.set_temperature(11.0)  # +1 deg C, for as short a time as the sampling allows
-    wait_for(lambda: rig.averaged() > 10.0 + 1e-9, timeout=10, interval=0.005)
+    wait_for(lambda: (rig.averaged() or 10.0) > 10.0 + 1e-9, timeout=10, interval=0.005)
     rig.set_temperature(10.0)
     highest = 10.0
     deadline = time.monotonic() + window + 2 + poll_delay(rig)

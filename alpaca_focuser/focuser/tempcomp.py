@@ -155,7 +155,7 @@ class TempCompensation:
                  threshold: float) -> Correction | None:
         """The correction due now, if any (the focuser is idle at ``current``, client frame)."""
         with self._lock:
-            if self._take_reference(average, current, frame):
+            if self._take_reference(average, current, frame) or self._reference is None:
                 return None
             if abs(average - self._last_temperature) < threshold - EPSILON_C:
                 return None
