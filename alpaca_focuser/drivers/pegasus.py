@@ -281,8 +281,8 @@ class PegasusDriver(SerialEngine):
         # backlash_steps and reverse are the server's own (focuser layer), read only to warn about doing it twice.
         return cls(cfg.port, baud=cfg.baud, read_timeout=cfg.read_timeout, name=cfg.name, speed=cfg.speed,
                    backlash=cfg.controller_backlash, reverse=cfg.controller_reverse, led=cfg.led,
-                   switch_to_stepper=bool(cfg.switch_to_stepper), server_backlash=getattr(cfg, "backlash_steps", 0),
-                   server_reverse=getattr(cfg, "reverse", False))
+                   switch_to_stepper=bool(cfg.switch_to_stepper), server_backlash=cfg.backlash_steps,
+                   server_reverse=cfg.reverse)
 
     def __init__(self, port: str, *, baud: int | None = None, read_timeout: float = 0.5, name: str = "pegasus",
                  speed: int | None = None, backlash: int | None = None, reverse: bool | None = None,
