@@ -331,7 +331,8 @@ def test_lines_answering_other_commands_are_skipped(make_pegasus: Any, make_driv
 # --- Halt while a reply is on its way (issue 11) -------------------------------------------------------------------
 def halts_during_replies(emu: PtyLink, driver: PegasusDriver, halts: int) -> tuple[list[float], int]:
     """Halts, each the moment an ``A`` reached the emulator (its reply then on its way in two chunks): the times
-    from ``halt()`` to ``H`` at the emulator, and how many arrived before that reply had been written in full."""
+    from ``halt()`` to ``H`` at the emulator, and how many arrived before that reply had been written in full.
+    Moves alternate towards 9000 and 1000 from about 5000, so every halt lands mid-move."""
     latencies, before_reply_end = [], 0
     for i in range(halts):
         driver.move_to(9000 if i % 2 == 0 else 1000)
@@ -355,8 +356,8 @@ def halts_during_replies(emu: PtyLink, driver: PegasusDriver, halts: int) -> tup
 @pytest.mark.parametrize("variant", ["recent", "old"])
 def test_halt_is_written_while_a_chunked_reply_is_in_flight(make_pegasus: Any, make_driver: Any,
                                                             variant: str) -> None:
-    emu = make_pegasus(variant=variant, position=1000, steps_per_second=300.0, **CHUNKED)
-    driver = make_driver(emu)
+    emu = make_pegasus(variant=variant, position=5000, steps_per_second=300.0, **CHUNKED)
+    driver = make_driver(emu, read_timeout=1.0)  # a loaded machine must not turn a slow reply into a failed poll
     with positions_seen(lambda: driver.status().position) as seen:
         latencies, before_reply_end = halts_during_replies(emu, driver, 8)
     stats = driver.link_stats()
@@ -365,9 +366,12 @@ def test_halt_is_written_while_a_chunked_reply_is_in_flight(make_pegasus: Any, m
           f"{before_reply_end}/8 before the reply in flight ended")
     assert before_reply_end >= 6 and stats.halts_out_of_band >= 6  # written during the reply, not after it
     assert statistics.median(latencies) < 0.010
-    # The reply in flight was still read as the answer to its A; the halt's own '0' (recent firmware) consumed.
+    # The reply in flight was still read as the answer to its A.
     assert not stats.bad_replies and stats.failed_polls == 0 and stats.faults == 0
     assert driver.status().fault is None
-    assert stats.halt_replies == (stats.halts_sent if variant == "recent" else 0)
+    if variant == "recent":  # each halt's own '0', consumed (at the latest by the next poll)
+        wait_for(lambda: driver.link_stats().halt_replies == stats.halts_sent, 3.0, "every halt's answer")
+    else:
+        assert stats.halt_replies == 0
     assert dict(stats.timeouts) == ({} if variant == "recent" else {"M": 1})
-    assert all(1000 <= p <= 9000 for p in seen)  # never a position from the wrong reply
+    assert all(1000 <= p <= 9000 for p in seen)  # never a position from the wrong reply (each halt within ~100 steps)
