@@ -15,9 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-DRIVERS = ("simulator", "moonlite")
+DRIVERS = ("simulator", "moonlite", "pegasus")
 MOONLITE_STEP_DELAY_CODES = (2, 4, 8, 16, 32)  # SD 02, 04, 08, 10, 20: fastest to slowest
 MOONLITE_MAX_POSITION = 65535
+PEGASUS_SPEED_RANGE = (100, 1000)  # the DMFC's S command (INDI, INDIGO); the firmware's default is 400
+PEGASUS_MAX_BACKLASH = 9999
 INT32_MAX = 2**31 - 1
 CONFIG_FILE = "config.toml"
 _ORIGIN = re.compile(r"https?://[^/\s?#]+")
@@ -76,11 +78,17 @@ class FocuserConfig:
     # simulator: steps per second; moonlite: the step-delay code (2, 4, 8, 16, 32) or None to leave it alone
     speed: int | None = None
     temperature: float = 10.0  # simulator only: the starting ambient temperature, deg C
-    # moonlite only
+    # serial drivers
     port: str | None = None
-    baud: int = 9600
-    half_step: bool | None = None
+    baud: int | None = None  # None: the driver's own default (Moonlite 9600, Pegasus 19200)
     read_timeout: float = 0.5
+    # moonlite only
+    half_step: bool | None = None
+    # pegasus only: None (or False) leaves the controller's setting as it is
+    controller_backlash: int | None = None
+    controller_reverse: bool | None = None
+    led: bool | None = None
+    switch_to_stepper: bool | None = None  # true: switch a DMFC in DC-motor mode to stepper at connect
     # false keeps the table (and so every later focuser's device number) but does not serve it
     enabled: bool = True
 
@@ -107,7 +115,8 @@ class KeyInfo:
     optional: bool = False  # may be left unset (an empty field removes the key)
 
 
-SERIAL_DRIVERS = ("moonlite",)
+SERIAL_DRIVERS = ("moonlite", "pegasus")
+PEGASUS_KEYS = ("controller_backlash", "controller_reverse", "led", "switch_to_stepper")
 BACKLASH_DIRECTIONS = ("out", "in")
 BACKLASH_STEPS_RANGE = (0, 10000)
 SETTLE_MS_RANGE = (0, 60000)
@@ -155,15 +164,26 @@ FOCUSER_KEYS: tuple[KeyInfo, ...] = (
             "long without another is recorded as a (temperature, position) pair for the learned coefficient",
             "number"),
     KeyInfo("speed", "Speed", "Simulator: steps per second. Moonlite: step-delay code 2 (fastest), 4, 8, 16 or 32 "
-            "(slowest); empty keeps the controller's setting", "int", optional=True, applies=RECONNECT),
+            "(slowest). Pegasus: maximum speed 100..1000. Empty keeps the controller's setting", "int",
+            optional=True, applies=RECONNECT),
     KeyInfo("temperature", "Starting temperature (°C)", "Simulator only: the ambient temperature at start-up",
             "number", drivers=("simulator",), applies=RESTART),
     KeyInfo("port", "Serial port", "Preferably a /dev/serial/by-id/... path", "text", drivers=SERIAL_DRIVERS,
             applies=RECONNECT),
-    KeyInfo("baud", "Baud rate", "Serial speed of the controller", "int", drivers=SERIAL_DRIVERS,
-            applies=RECONNECT),
+    KeyInfo("baud", "Baud rate", "Serial speed of the controller; empty: the driver's (Moonlite 9600, Pegasus "
+            "19200)", "int", drivers=SERIAL_DRIVERS, optional=True, applies=RECONNECT),
     KeyInfo("half_step", "Half step", "Half- or full-stepping; unset keeps the controller's setting", "bool",
             drivers=("moonlite",), optional=True, applies=RECONNECT),
+    KeyInfo("controller_backlash", "Controller backlash (steps)", f"0..{PEGASUS_MAX_BACKLASH}, the controller's own "
+            "backlash compensation, 0 is off; empty keeps the controller's setting. Use it or the server's, not "
+            "both", "int", drivers=("pegasus",), optional=True, applies=RECONNECT),
+    KeyInfo("controller_reverse", "Controller reverse", "The controller turns the motor the other way; empty keeps "
+            "the controller's setting", "bool", drivers=("pegasus",), optional=True, applies=RECONNECT),
+    KeyInfo("led", "Controller LED", "The controller's power LED on or off; empty keeps the controller's setting",
+            "bool", drivers=("pegasus",), optional=True, applies=RECONNECT),
+    KeyInfo("switch_to_stepper", "Switch to stepper mode", "A DMFC found in DC-motor mode is switched to stepper "
+            "mode at connect (only with a stepper motor attached); else such a DMFC is refused with an error",
+            "bool", drivers=("pegasus",), optional=True, applies=RECONNECT),
     KeyInfo("read_timeout", "Reply timeout (s)", "Seconds to wait for a reply from the controller", "number",
             drivers=SERIAL_DRIVERS, applies=RECONNECT),
     KeyInfo("enabled", "Enabled", "Off: not served from the next start; the table keeps its place so no other "
@@ -357,19 +377,29 @@ def _focuser(data: Any, index: int, source: str) -> FocuserConfig:
         baud=t.integer("baud", d.baud, 300, 1_000_000),
         half_step=t.get("half_step", bool, None),
         read_timeout=t.number("read_timeout", d.read_timeout, 0.05, 10.0),
+        controller_backlash=t.integer("controller_backlash", None, 0, PEGASUS_MAX_BACKLASH),
+        controller_reverse=t.get("controller_reverse", bool, None),
+        led=t.get("led", bool, None),
+        switch_to_stepper=t.get("switch_to_stepper", bool, None),
         enabled=t.get("enabled", bool, d.enabled),
     )
     t.check_unknown()
+    for key in t.data:
+        drivers = KEYS_BY_NAME[key].drivers
+        if key in ("port", "half_step", *PEGASUS_KEYS) and driver not in drivers:
+            raise t.fail(key, "only applies to driver = " + " or ".join(f'"{name}"' for name in drivers))
     if cfg.backlash_steps > max_step:
         raise t.fail("backlash_steps", f"must not exceed max_step ({max_step}), got {cfg.backlash_steps}")
     if driver == "simulator":
-        for key in ("port", "half_step"):
-            if key in t.data:
-                raise t.fail(key, 'only applies to driver = "moonlite"')
         return replace(cfg, speed=cfg.speed or 2000)
     if cfg.port is None:
-        raise t.fail("port", 'is required for driver = "moonlite" (e.g. "/dev/serial/by-id/usb-..."; '
+        raise t.fail("port", f'is required for driver = "{driver}" (e.g. "/dev/serial/by-id/usb-..."; '
                              "`alpaca-focuser ports` lists them)")
+    if driver == "pegasus":
+        if cfg.speed is not None and not PEGASUS_SPEED_RANGE[0] <= cfg.speed <= PEGASUS_SPEED_RANGE[1]:
+            raise t.fail("speed", f'for driver = "pegasus" is the maximum speed, {PEGASUS_SPEED_RANGE[0]}..'
+                                  f"{PEGASUS_SPEED_RANGE[1]}, got {cfg.speed}")
+        return cfg  # positions are 32-bit: max_step's own limit (2147483647) is the controller's
     if max_step > MOONLITE_MAX_POSITION:
         raise t.fail("max_step", f"must be at most {MOONLITE_MAX_POSITION} for driver = \"moonlite\" "
                                  f"(its position is 16-bit), got {max_step}")

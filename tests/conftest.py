@@ -5,7 +5,9 @@ Every server here listens on 127.0.0.1 with an ephemeral port; nothing talks to 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -15,7 +17,8 @@ import pytest
 
 from alpaca_focuser.app import FocuserServer, build_devices, create_app
 from alpaca_focuser.config import Config, parse_config
-from alpaca_focuser.emulator.pty_link import MoonliteEmulator
+from alpaca_focuser.emulator.pegasus_firmware import PegasusFirmware
+from alpaca_focuser.emulator.pty_link import MoonliteEmulator, PtyLink
 from alpaca_focuser.state import StateStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,6 +118,41 @@ def make_emu(tmp_path: Path) -> Iterator[Callable[..., MoonliteEmulator]]:
         return MoonliteEmulator(link_path=str(tmp_path / f"ttyFOCUSER{next(numbers)}"), **kwargs).start()
 
     yield from started_until_teardown(start, MoonliteEmulator.stop)
+
+
+@pytest.fixture
+def make_pegasus(tmp_path: Path) -> Iterator[Callable[..., PtyLink]]:
+    """Pegasus emulators on a pty behind a symlink in tmp_path: ``split_pause``, ``line_baud`` and ``reply_delay``
+    go to the link, every other keyword argument to PegasusFirmware (profile, variant, position, ...). Request it
+    before ``server_factory``, as ``make_emu``."""
+    numbers = itertools.count()
+
+    def start(*, split_pause: float | None = None, line_baud: float | None = None, reply_delay: float = 0.0,
+              **firmware: Any) -> PtyLink:
+        return PtyLink(PegasusFirmware(**firmware), str(tmp_path / f"ttyPEGASUS{next(numbers)}"), name="pegasus",
+                       split_pause=split_pause, line_baud=line_baud, reply_delay=reply_delay).start()
+
+    yield from started_until_teardown(start, PtyLink.stop)
+
+
+@contextlib.contextmanager
+def positions_seen(read: Callable[[], int]) -> Iterator[list[int]]:
+    """Every position ``read()`` gives, sampled every 2 ms by a thread while the block runs."""
+    seen: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            seen.append(read())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, name="test-sampler", daemon=True)
+    sampler.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        sampler.join()
 
 
 def send_malformed_frames(emu: MoonliteEmulator) -> None:

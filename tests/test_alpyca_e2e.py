@@ -33,7 +33,8 @@ from alpaca.exceptions import (
 from alpaca.focuser import Focuser
 
 from alpaca_focuser.app import FocuserServer
-from alpaca_focuser.emulator.pty_link import MoonliteEmulator
+from alpaca_focuser.emulator.pegasus_firmware import PegasusFirmware
+from alpaca_focuser.emulator.pty_link import MoonliteEmulator, PtyLink
 from conftest import wait_until
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -72,9 +73,18 @@ def _moonlite_table(stack: contextlib.ExitStack, settings: dict[str, Any]) -> di
     return {"driver": "moonlite", "port": str(link), **settings}
 
 
+def _pegasus_table(stack: contextlib.ExitStack, settings: dict[str, Any]) -> dict[str, Any]:
+    """A Pegasus DMFC (recent firmware) emulated on a real pty, reached through the real PegasusDriver."""
+    link = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "ttyPEGASUS"
+    emulator = PtyLink(PegasusFirmware(steps_per_second=2000), str(link), name="pegasus").start()
+    stack.callback(emulator.stop)
+    return {"driver": "pegasus", "port": str(link), **settings}
+
+
 BACKENDS: list[Backend] = [
     Backend("simulator", _simulator_table, steps_per_second=4000),
     Backend("moonlite", _moonlite_table, steps_per_second=2000),
+    Backend("pegasus", _pegasus_table, steps_per_second=2000),
 ]
 
 BASE_SETTINGS: dict[str, Any] = {"name": "E2E focuser", "step_size": 4.5}

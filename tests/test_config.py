@@ -98,7 +98,7 @@ def test_minimal_moonlite_and_simulator_tables(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, GOOD_FOCUSER + MOONLITE, "ok.toml"))
     sim, moon = config.focusers
     assert sim.speed == 2000 and sim.max_increment == sim.max_step
-    assert moon.port == "/dev/ttyUSB0" and moon.speed is None and moon.baud == 9600
+    assert moon.port == "/dev/ttyUSB0" and moon.speed is None and moon.baud is None  # the driver's default
     assert isinstance(moon, FocuserConfig)
 
 

@@ -88,6 +88,21 @@ def test_speed_change_during_a_move_applies_from_then_on(clock: FakeClock) -> No
     assert ask(firmware, "B") == ["B:200"]
 
 
+def test_a_test_changing_the_motor_speed_never_rewrites_past_motion(clock: FakeClock) -> None:
+    firmware = make(clock, position=5000, steps_per_second=2000.0)
+    ask(firmware, "M:7000")
+    clock.advance(2.0)  # finished after 1 s; nothing has asked since
+    firmware.steps_per_second = 500.0
+    assert status(firmware)[4:6] == ["7000", "0"]  # still where the faster motor stopped
+    ask(firmware, "M:8000")
+    clock.advance(1.0)
+    firmware.steps_per_second = 250.0  # mid-move: from here on at the new speed
+    clock.advance(1.0)
+    assert status(firmware)[4:6] == ["7750", "1"]
+    with pytest.raises(ValueError):
+        firmware.steps_per_second = 0
+
+
 def test_move_down_and_retarget_while_moving(clock: FakeClock) -> None:
     firmware = make(clock, position=1000, steps_per_second=100)
     ask(firmware, "M:0")
@@ -281,3 +296,30 @@ def test_the_emulator_imports_nothing_from_the_drivers() -> None:
                                "print(sorted(m for m in sys.modules if m.startswith('alpaca_focuser.drivers')))"],
         capture_output=True, text=True, check=True, timeout=60)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_emulate_picks_the_firmware_variant(tmp_path: Path) -> None:
+    import argparse
+    import signal
+
+    import serial
+    from test_emulator import emulate_process
+
+    from alpaca_focuser.emulator import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert parser.parse_args(["--link", "x", "--variant", "old", "--protocol", "pegasus"]).variant == "old"
+    for bad in (["--variant", "old"], ["--protocol", "pegasus", "--variant", "9.9"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--link", "x", *bad])
+    link = tmp_path / "ttyPegasus"
+    with emulate_process("--link", str(link), "--protocol", "pegasus", "--variant", "2.8", "--position", "77") as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip().endswith("(profile dmfc, firmware 2.8)")
+        with serial.Serial(str(link), 19200, timeout=1.0) as port:
+            port.write(b"#\nA\n")
+            assert port.read_until(b"\n") == b"OK_DMFCN\r\n"
+            assert port.read_until(b"\n").split(b":")[4] == b"77"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0

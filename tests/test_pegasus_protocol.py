@@ -180,7 +180,7 @@ def test_identify_reply(line: bytes, command: str | None) -> None:
 
 def test_expected_replies() -> None:
     assert pp.expected_replies(b"M:5\n") == {"M:5"}
-    assert pp.expected_replies(b"H\n") == {"0"}
+    assert pp.expected_replies(b"H\n") == {"0", "H", "H:0", "H:1"}
     assert pp.expected_replies(b"A\n") == frozenset()
 
 

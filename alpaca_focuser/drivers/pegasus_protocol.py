@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Callable
 
-# ProtocolError moves to the shared serial engine at integration; the dialect catches this one class.
-from alpaca_focuser.drivers.moonlite_protocol import ProtocolError
+from alpaca_focuser.drivers.protocol import ProtocolError
 
 BAUD = 19200
 TERMINATOR = b"\n"
@@ -60,8 +59,13 @@ ANSWERED_BY_ALL_FIRMWARE = frozenset({REVERSE, LED, KNOB, MOTOR_MODE})
 #: What firmware from about 2020 answers besides (INDI reads and discards a line after each; a Scops OAG
 #: on firmware 1.2 echoes ``M:``/``W:`` and answers ``H`` with ``0``).
 ANSWERED_BY_RECENT_FIRMWARE = frozenset({MOVE, MOVE_RELATIVE, SYNC, BACKLASH, SPEED, HALT})
-#: What ``H`` answers on recent firmware. A bare ``0`` looks like a ``P`` or ``I`` reply: poll with ``A``.
-HALT_REPLIES = frozenset({"0"})
+#: What ``H`` answers on recent firmware: ``0`` (captured on a Scops OAG, firmware 1.2). ``H`` and ``H:<0|1>`` are
+#: accepted too, by analogy with Pegasus's current boards (FocusCube 3, Falcon 2 answer their halt ``FH:1``), so an
+#: answer in that form is consumed at once rather than waited for. A bare ``0`` looks like a ``P`` or ``I`` reply:
+#: poll with ``A``.
+HALT_REPLIES = frozenset({"0", "H", "H:0", "H:1"})
+#: Queries whose replies are bare values, which a halt's ``0`` could be taken for.
+BARE_REPLY_QUERIES = frozenset({VERSION, TEMPERATURE, POSITION, MOVING, KNOB_POSITION})
 
 #: Model codes after ``OK_`` and what to call them.
 MODEL_NAMES = {"DMFCN": "DMFC", "DMFC": "DMFC", "FC": "FocusCube 2", "SMFC": "SMFC",
@@ -293,6 +297,14 @@ def is_error_reply(line: bytes) -> bool:
     return bytes(line).startswith(b"ERR")
 
 
+def is_halt_reply(line: bytes) -> bool:
+    """What ``H`` answers on recent firmware (``HALT_REPLIES``), with or without the line end."""
+    return bytes(line).rstrip(b"\r\n") in _HALT_REPLY_BYTES
+
+
+_HALT_REPLY_BYTES = frozenset(reply.encode("ascii") for reply in HALT_REPLIES)
+
+
 def expected_replies(frame: bytes) -> frozenset[str]:
     """The exact lines a set command or ``H`` may answer (without terminator); empty for other queries.
 
@@ -341,6 +353,21 @@ _QUERY_PARSERS: dict[str, Callable[[bytes], object]] = {
     HANDSHAKE: parse_model, STATUS: parse_status, VERSION: parse_version, TEMPERATURE: parse_temperature,
     POSITION: parse_position, KNOB_POSITION: parse_position, MOVING: parse_moving, GET_SPEED: parse_speed,
 }
+
+
+def is_foreign_reply(frame: bytes, line: bytes) -> bool:
+    """Whether ``line`` is recognisably the answer to some other command than ``frame``: a late echo, a halt's
+    answer, a handshake or status line that ``frame`` did not ask for. Such a line is skipped while waiting for
+    ``frame``'s reply. A garbled line is not foreign: it is a bad reply to ``frame``, and counted as one. An echo of
+    the same command with another value (``M:1300`` for ``M:1200``) is not foreign either: it says the controller
+    took something else."""
+    command, _ = split_frame(frame)
+    if reply_matches(frame, line):
+        return False
+    other = identify_reply(line)
+    if other is not None:
+        return other != command
+    return command not in BARE_REPLY_QUERIES and command != HALT and is_halt_reply(line)
 
 
 def reply_matches(frame: bytes, line: bytes) -> bool:

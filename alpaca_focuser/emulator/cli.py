@@ -30,6 +30,8 @@ class EmulatedProtocol:
     firmware_class: str  # constructed with profile, steps_per_second, temperature, position
     profiles: tuple[str, ...]  # the first is the default
     max_position: int | None  # checked here for a clear message; None: the firmware checks it
+    variants: tuple[str, ...] = ()  # firmware generations --variant may pick (passed as ``variant``); the first is
+    # the default
 
     def load(self) -> Any:
         return getattr(importlib.import_module(self.module), self.firmware_class)
@@ -41,7 +43,7 @@ PROTOCOLS: dict[str, EmulatedProtocol] = {
     "myfp2": EmulatedProtocol("myFocuserPro2", "alpaca_focuser.emulator.myfp2_firmware", "MyFP2Firmware",
                               ("nano", "esp32"), None),
     "pegasus": EmulatedProtocol("Pegasus Astro", "alpaca_focuser.emulator.pegasus_firmware", "PegasusFirmware",
-                                ("dmfc", "focuscube"), None),
+                                ("dmfc", "focuscube"), None, ("recent", "old", "2.8", "reset")),
 }
 
 
@@ -72,6 +74,9 @@ def _check_combination(parser: argparse.ArgumentParser, args: argparse.Namespace
     if args.profile is not None and args.profile not in spec.profiles:
         parser.error(f"--profile {args.profile} is not a {args.protocol} profile (choose from "
                      f"{', '.join(spec.profiles)})")
+    if args.variant is not None and args.variant not in spec.variants:
+        parser.error(f"--variant {args.variant} is not a {args.protocol} firmware variant" + (
+            f" (choose from {', '.join(spec.variants)})" if spec.variants else f" ({args.protocol} has none)"))
     if spec.max_position is not None and args.position is not None and args.position > spec.max_position:
         parser.error(f"--position must be 0..{spec.max_position} for {args.protocol}")
 
@@ -87,6 +92,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=None,
                         help=f"firmware variant, the first is the default ({profiles}). Moonlite's clone "
                              "answers 1#/0# for GI")
+    parser.add_argument("--variant", default=None, metavar="NAME",
+                        help="firmware generation, for Pegasus: recent (default; acknowledges every set command), "
+                             "old (acknowledges only N, L, E, R), 2.8 (recent, lines end \\r\\n), reset (old, "
+                             "reboots on open and ignores input for 2 s)")
     parser.add_argument("--boot-delay", type=_non_negative, default=0.0, metavar="SECONDS",
                         help="ignore input for this long after each port open, like an Arduino "
                              "rebooting on DTR (default 0)")
@@ -118,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
     spec = PROTOCOLS[args.protocol]
     profile = args.profile or spec.profiles[0]
     try:
-        options = {} if args.position is None else {"position": args.position}
+        options: dict[str, Any] = {} if args.position is None else {"position": args.position}
+        if args.variant is not None:
+            options["variant"] = args.variant
         firmware = spec.load()(profile=profile, steps_per_second=args.steps_per_second,
                                temperature=args.temperature, **options)
     except ImportError as exc:
@@ -137,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         emulator.start()
-        print(f"{spec.title} emulator on {emulator.slave_name}, linked at {args.link} (profile {profile})",
+        variant = f", firmware {args.variant}" if args.variant else ""
+        print(f"{spec.title} emulator on {emulator.slave_name}, linked at {args.link} (profile {profile}{variant})",
               flush=True)
         while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
             pass

@@ -84,7 +84,7 @@ class PegasusFirmware:
         self.variant_name = variant
         self.variant = VARIANTS[variant]
         self.model_code = MODEL_CODES[profile]
-        self.steps_per_second = steps_per_second
+        self._steps_per_second = steps_per_second
         self._clock = clock
         self._t_start = clock()
         #: The probe's reading (None: no probe, reported as -127). ``temperature_source(elapsed_s)`` wins if set.
@@ -115,8 +115,20 @@ class PegasusFirmware:
         self._discarding = False
 
     # ------------------------------------------------------------------ state
+    @property
+    def steps_per_second(self) -> float | None:
+        """A fixed motor speed (tests), or None for the ``S`` value read as steps per second."""
+        return self._steps_per_second
+
+    @steps_per_second.setter
+    def steps_per_second(self, value: float | None) -> None:
+        if value is not None and not value > 0:
+            raise ValueError("steps_per_second must be positive")
+        self._rebase()  # the motion so far was at the old speed (a finished move stays finished)
+        self._steps_per_second = value
+
     def _rate(self) -> float:
-        return self.steps_per_second if self.steps_per_second is not None else float(self.speed)
+        return self._steps_per_second if self._steps_per_second is not None else float(self.speed)
 
     def _steps_run(self) -> int:
         return int((self._clock() - self._t0) * self._rate()) if self._moving else 0
