@@ -15,9 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-DRIVERS = ("simulator", "moonlite")
+DRIVERS = ("simulator", "moonlite", "myfp2")
 MOONLITE_STEP_DELAY_CODES = (2, 4, 8, 16, 32)  # SD 02, 04, 08, 10, 20: fastest to slowest
 MOONLITE_MAX_POSITION = 65535
+MYFP2_MAX_POSITION = 2_000_000  # the protocol's; the controller's own MaxStep is checked at connect
+MYFP2_STEP_MODES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 INT32_MAX = 2**31 - 1
 CONFIG_FILE = "config.toml"
 _ORIGIN = re.compile(r"https?://[^/\s?#]+")
@@ -66,11 +68,18 @@ class FocuserConfig:
     # simulator: steps per second; moonlite: the step-delay code (2, 4, 8, 16, 32) or None to leave it alone
     speed: int | None = None
     temperature: float = 10.0  # simulator only: the starting ambient temperature, deg C
-    # moonlite only
+    # serial drivers
     port: str | None = None
-    baud: int = 9600
+    baud: int | None = None  # None: the driver's own default (its dialect's default_baud)
     half_step: bool | None = None
     read_timeout: float = 0.5
+    # myfp2 only: the controller's own settings, applied on every connect; None leaves the controller's alone
+    set_firmware_max_step: bool | None = None  # None: false (and not printed by check-config)
+    firmware_reverse: bool | None = None
+    firmware_backlash_in: int | None = None
+    firmware_backlash_out: int | None = None
+    firmware_temp_comp: bool | None = None
+    step_mode: int | None = None
     # false keeps the table (and so every later focuser's device number) but does not serve it
     enabled: bool = True
 
@@ -97,7 +106,9 @@ class KeyInfo:
     optional: bool = False  # may be left unset (an empty field removes the key)
 
 
-SERIAL_DRIVERS = ("moonlite",)
+SERIAL_DRIVERS = ("moonlite", "myfp2")
+MYFP2_KEYS = ("set_firmware_max_step", "firmware_reverse", "firmware_backlash_in", "firmware_backlash_out",
+              "firmware_temp_comp", "step_mode")
 
 #: Every ``[[focuser]]`` key, in the order the settings page shows them.
 FOCUSER_KEYS: tuple[KeyInfo, ...] = (
@@ -116,17 +127,35 @@ FOCUSER_KEYS: tuple[KeyInfo, ...] = (
     KeyInfo("temp_comp_available", "Temperature compensation available", "Whether TempComp may be switched on",
             "bool"),
     KeyInfo("speed", "Speed", "Simulator: steps per second. Moonlite: step-delay code 2 (fastest), 4, 8, 16 or 32 "
-            "(slowest); empty keeps the controller's setting", "int", optional=True, applies=RECONNECT),
+            "(slowest); empty keeps the controller's setting", "int", drivers=("simulator", "moonlite"),
+            optional=True, applies=RECONNECT),
     KeyInfo("temperature", "Starting temperature (°C)", "Simulator only: the ambient temperature at start-up",
             "number", drivers=("simulator",), applies=RESTART),
     KeyInfo("port", "Serial port", "Preferably a /dev/serial/by-id/... path", "text", drivers=SERIAL_DRIVERS,
             applies=RECONNECT),
-    KeyInfo("baud", "Baud rate", "Serial speed of the controller", "int", drivers=SERIAL_DRIVERS,
+    KeyInfo("baud", "Baud rate", "Serial speed of the controller; empty: the driver's default (9600; a "
+            "myFocuserPro2 on an ESP32 uses 115200)", "int", drivers=SERIAL_DRIVERS, optional=True,
             applies=RECONNECT),
     KeyInfo("half_step", "Half step", "Half- or full-stepping; unset keeps the controller's setting", "bool",
             drivers=("moonlite",), optional=True, applies=RECONNECT),
     KeyInfo("read_timeout", "Reply timeout (s)", "Seconds to wait for a reply from the controller", "number",
             drivers=SERIAL_DRIVERS, applies=RECONNECT),
+    KeyInfo("set_firmware_max_step", "Write MaxStep into the controller", "On: the controller's own MaxStep is "
+            "set to Maximum step on every connect. Off: Maximum step must not exceed the controller's MaxStep",
+            "bool", drivers=("myfp2",), optional=True, applies=RECONNECT),
+    KeyInfo("firmware_reverse", "Controller reverses direction", "The controller's own reverse setting; unset "
+            "keeps the controller's", "bool", drivers=("myfp2",), optional=True, applies=RECONNECT),
+    KeyInfo("firmware_backlash_in", "Controller backlash in (steps)", "Steps the controller adds when the "
+            "direction changes to inward, 0..255 (0 off); empty keeps the controller's setting", "int",
+            drivers=("myfp2",), optional=True, applies=RECONNECT),
+    KeyInfo("firmware_backlash_out", "Controller backlash out (steps)", "Steps the controller adds when the "
+            "direction changes to outward, 0..255 (0 off); empty keeps the controller's setting", "int",
+            drivers=("myfp2",), optional=True, applies=RECONNECT),
+    KeyInfo("firmware_temp_comp", "Controller temperature compensation", "The controller's own temperature "
+            "compensation (needs its probe; it then moves the focuser by itself); unset keeps the controller's",
+            "bool", drivers=("myfp2",), optional=True, applies=RECONNECT),
+    KeyInfo("step_mode", "Step mode", "1 (full), 2 (half), 4 ... 256 microsteps, as far as the driver board goes; "
+            "empty keeps the controller's setting", "int", drivers=("myfp2",), optional=True, applies=RECONNECT),
     KeyInfo("enabled", "Enabled", "Off: not served from the next start; the table keeps its place so no other "
             "focuser's device number changes", "bool", applies=RESTART),
 )
@@ -300,26 +329,49 @@ def _focuser(data: Any, index: int, source: str) -> FocuserConfig:
         speed=t.integer("speed", None, 1, 1_000_000),
         temperature=t.number("temperature", d.temperature, -60.0, 60.0),
         port=t.text("port", None, allow_empty=False),
-        baud=t.integer("baud", d.baud, 300, 1_000_000),
+        baud=t.integer("baud", None, 300, 1_000_000),
         half_step=t.get("half_step", bool, None),
         read_timeout=t.number("read_timeout", d.read_timeout, 0.05, 10.0),
+        set_firmware_max_step=t.get("set_firmware_max_step", bool, None),
+        firmware_reverse=t.get("firmware_reverse", bool, None),
+        firmware_backlash_in=t.integer("firmware_backlash_in", None, 0, 255),
+        firmware_backlash_out=t.integer("firmware_backlash_out", None, 0, 255),
+        firmware_temp_comp=t.get("firmware_temp_comp", bool, None),
+        step_mode=t.integer("step_mode", None, 1, 256),
         enabled=t.get("enabled", bool, d.enabled),
     )
     t.check_unknown()
+    for key in MYFP2_KEYS:
+        if key in t.data and driver != "myfp2":
+            raise t.fail(key, 'only applies to driver = "myfp2"')
     if driver == "simulator":
         for key in ("port", "half_step"):
             if key in t.data:
                 raise t.fail(key, 'only applies to driver = "moonlite"')
         return replace(cfg, speed=cfg.speed or 2000)
     if cfg.port is None:
-        raise t.fail("port", 'is required for driver = "moonlite" (e.g. "/dev/serial/by-id/usb-..."; '
+        raise t.fail("port", f'is required for driver = "{driver}" (e.g. "/dev/serial/by-id/usb-..."; '
                              "`alpaca-focuser ports` lists them)")
+    if driver == "myfp2":
+        return _myfp2(t, cfg)
     if max_step > MOONLITE_MAX_POSITION:
         raise t.fail("max_step", f"must be at most {MOONLITE_MAX_POSITION} for driver = \"moonlite\" "
                                  f"(its position is 16-bit), got {max_step}")
     if cfg.speed is not None and cfg.speed not in MOONLITE_STEP_DELAY_CODES:
         raise t.fail("speed", "for driver = \"moonlite\" is the step-delay code: one of 2 (fastest), 4, 8, 16, "
                               f"32 (slowest), got {cfg.speed}")
+    return cfg
+
+
+def _myfp2(t: _Table, cfg: FocuserConfig) -> FocuserConfig:
+    for key in ("speed", "half_step"):
+        if key in t.data:
+            raise t.fail(key, 'does not apply to driver = "myfp2" (its speed and step mode are set in the '
+                              "controller; see step_mode)")
+    if cfg.max_step > MYFP2_MAX_POSITION:
+        raise t.fail("max_step", f"must be at most {MYFP2_MAX_POSITION} for driver = \"myfp2\", got {cfg.max_step}")
+    if cfg.step_mode is not None and cfg.step_mode not in MYFP2_STEP_MODES:
+        raise t.fail("step_mode", f"must be one of {', '.join(map(str, MYFP2_STEP_MODES))}, got {cfg.step_mode}")
     return cfg
 
 

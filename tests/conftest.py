@@ -15,7 +15,8 @@ import pytest
 
 from alpaca_focuser.app import FocuserServer, build_devices, create_app
 from alpaca_focuser.config import Config, parse_config
-from alpaca_focuser.emulator.pty_link import MoonliteEmulator
+from alpaca_focuser.emulator.myfp2_firmware import MyFP2Firmware
+from alpaca_focuser.emulator.pty_link import MoonliteEmulator, PtyLink
 from alpaca_focuser.state import StateStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,6 +116,21 @@ def make_emu(tmp_path: Path) -> Iterator[Callable[..., MoonliteEmulator]]:
         return MoonliteEmulator(link_path=str(tmp_path / f"ttyFOCUSER{next(numbers)}"), **kwargs).start()
 
     yield from started_until_teardown(start, MoonliteEmulator.stop)
+
+
+@pytest.fixture
+def make_myfp2_emu(tmp_path: Path) -> Iterator[Callable[..., PtyLink]]:
+    """myFocuserPro2 emulators on a pty behind a symlink in tmp_path: keyword arguments are MyFP2Firmware's
+    (profile, position, probe, ...) plus the link's pacing (reply_delay, split_pause, line_baud). Request this
+    fixture before ``server_factory``, as ``make_emu``."""
+    numbers = itertools.count()
+
+    def start(**kwargs: Any) -> PtyLink:
+        pacing = {key: kwargs.pop(key) for key in ("reply_delay", "split_pause", "line_baud") if key in kwargs}
+        return PtyLink(MyFP2Firmware(**kwargs), str(tmp_path / f"ttyMYFP2{next(numbers)}"), name="myfp2",
+                       **pacing).start()
+
+    yield from started_until_teardown(start, PtyLink.stop)
 
 
 def send_malformed_frames(emu: MoonliteEmulator) -> None:

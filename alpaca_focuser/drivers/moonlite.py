@@ -152,7 +152,7 @@ class MoonliteDriver(SerialEngine):
         return cls(cfg.port, baud=cfg.baud, read_timeout=cfg.read_timeout, speed_code=cfg.speed,
                    half_step=cfg.half_step, name=cfg.name)
 
-    def __init__(self, port: str, *, baud: int = 9600, read_timeout: float = 0.5, speed_code: int | None = None,
+    def __init__(self, port: str, *, baud: int | None = None, read_timeout: float = 0.5, speed_code: int | None = None,
                  half_step: bool | None = None, name: str = "moonlite", moving_poll_interval: float = 0.1,
                  idle_poll_interval: float = 1.0, handshake_timeout: float = 3.0,
                  reconnect_max_backoff: float = 10.0,

@@ -169,13 +169,13 @@ class SerialLink:
         return value
 
     def query_retry(self, frame: bytes, parser: Callable[[bytes], T], tries: int,
-                    timeout: float | None = None) -> T:
+                    timeout: float | None = None, *, matches: Callable[[bytes], bool] | None = None) -> T:
         """``query`` up to ``tries`` times; the last ProtocolError propagates. Raises Cancelled on ``stop``."""
         for attempt in range(tries):
             if self.stop.is_set():
                 raise Cancelled()
             try:
-                return self.query(frame, parser, timeout)
+                return self.query(frame, parser, timeout, matches=matches)
             except ProtocolError:
                 if attempt == tries - 1:
                     raise
@@ -190,14 +190,15 @@ class SerialLink:
             log.info("%s: no valid reply to %s (%s); ignoring", self.label, show_frame(frame), exc)
             return None
 
-    def poll(self, frame: bytes, parser: Callable[[bytes], T], timeout: float | None = None) -> T | None:
-        """One polled query. A bad reply is dropped with a warning and counted, and None returned; the
-        ``max_failures``-th in a row raises TooManyFailures. None at once while a halt waits to be written:
-        a poll cycle must not hold it up."""
+    def poll(self, frame: bytes, parser: Callable[[bytes], T], timeout: float | None = None, *,
+             matches: Callable[[bytes], bool] | None = None) -> T | None:
+        """One polled query (``matches`` as for ``query``). A bad reply is dropped with a warning and counted, and
+        None returned; the ``max_failures``-th in a row raises TooManyFailures. None at once while a halt waits to
+        be written: a poll cycle must not hold it up."""
         if self.halts is not None and self.halts.is_set():
             return None
         try:
-            value = self.query(frame, parser, timeout)
+            value = self.query(frame, parser, timeout, matches=matches)
         except ProtocolError as exc:
             self.failures += 1
             self.stats.poll_failed()
