@@ -33,7 +33,8 @@ from alpaca.exceptions import (
 from alpaca.focuser import Focuser
 
 from alpaca_focuser.app import FocuserServer
-from alpaca_focuser.emulator.pty_link import MoonliteEmulator
+from alpaca_focuser.emulator.myfp2_firmware import MyFP2Firmware
+from alpaca_focuser.emulator.pty_link import MoonliteEmulator, PtyLink
 from conftest import wait_until
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -72,9 +73,19 @@ def _moonlite_table(stack: contextlib.ExitStack, settings: dict[str, Any]) -> di
     return {"driver": "moonlite", "port": str(link), **settings}
 
 
+def _myfp2_table(stack: contextlib.ExitStack, settings: dict[str, Any]) -> dict[str, Any]:
+    """A myFocuserPro2 on an ESP32 (115200 baud, boot banner, a halt while idle kept for the next move) emulated
+    on a real pty, reached through the real MyFP2Driver; the server's max_step is written into the controller."""
+    link = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "ttyFOCUSER"
+    emulator = PtyLink(MyFP2Firmware("esp32", position=0, steps_per_second=2000), str(link), name="myfp2").start()
+    stack.callback(emulator.stop)
+    return {"driver": "myfp2", "port": str(link), "baud": 115200, "set_firmware_max_step": True, **settings}
+
+
 BACKENDS: list[Backend] = [
     Backend("simulator", _simulator_table, steps_per_second=4000),
     Backend("moonlite", _moonlite_table, steps_per_second=2000),
+    Backend("myfp2", _myfp2_table, steps_per_second=2000),
 ]
 
 BASE_SETTINGS: dict[str, Any] = {"name": "E2E focuser", "step_size": 4.5}

@@ -216,14 +216,14 @@ def test_sync_sets_the_counter_not_the_motor(make_myfp2_emu: Any, make_driver: A
 
 def test_temperature_probe_and_no_probe(make_myfp2_emu: Any, make_driver: Any) -> None:
     bare = make_myfp2_emu(probe=False, **QUICK)
-    driver = make_driver(bare)
+    driver = make_driver(bare, idle_poll_interval=0.2)
     assert not driver.capabilities().has_temperature and driver.status().temperature is None
-    time.sleep(1.3)  # an idle poll
+    time.sleep(0.5)  # idle polls
     assert bare.firmware.command_counts["00"] >= 2 and bare.firmware.command_counts["06"] == 0  # 20 C is no reading
     assert bare.firmware.reported_temperature == mp.NO_PROBE_TEMPERATURE
 
     emu = make_myfp2_emu(temperature=12.3, **QUICK)
-    driver = make_driver(emu)
+    driver = make_driver(emu, idle_poll_interval=0.2)
     assert driver.capabilities().has_temperature and driver.status().temperature == 12.25
     emu.firmware.temperature = 4.1
     wait_for(lambda: driver.status().temperature == 4.0, 3.0, "the new reading")
