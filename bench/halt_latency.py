@@ -1,18 +1,19 @@
 """Benchmark: Halt request -> halt command arriving at the controller, on a clean line and on a slow one.
 
-    .venv/bin/python bench/halt_latency.py [--halts 50]
+    .venv/bin/python bench/halt_latency.py [--halts 50] [--protocol moonlite|myfp2]
 
-Against the Moonlite emulator on a pty, during moves (a slow motor, so every halt lands mid-move), each halt
-either at a random point of the poll cycle, or deliberately while the reply to a poll is on its way (the moment
-the emulator has received a poll's GP or GI), which is the worst case issue 11 is about. Two lines:
+Against the protocol's emulator on a pty (Moonlite; myFocuserPro2 on its Nano profile), during moves (a slow
+motor, so every halt lands mid-move), each halt either at a random point of the poll cycle, or deliberately while
+the reply to a poll is on its way (the moment the emulator has received a position or moving query: GP or GI,
+:00# or :01#), which is the worst case issue 11 is about. Two lines:
 
 * clean line: replies whole and at once;
 * chunked: every reply reaches the host in two chunks 15 ms apart (a USB-serial adapter's latency timer) and
   every reply byte takes its 9600-baud line time (~1.04 ms).
 
 Each is measured directly on the driver (``driver.halt()``) and through the real server (``PUT halt`` over HTTP on
-127.0.0.1). The figure is from just before the call to the arrival of ``:FQ#`` at the emulator (its timestamped
-command log); the driver's own "halt asked for -> frame written" is printed too. After each halt the driver's
+127.0.0.1). The figure is from just before the call to the arrival of the halt (``:FQ#``, ``:27#``) at the emulator
+(its timestamped command log); the driver's own "halt asked for -> frame written" is printed too. After each halt the driver's
 position must equal the emulator's once stopped. Traffic goes to 127.0.0.1 only; the run takes about a minute.
 """
 
@@ -25,11 +26,15 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from alpaca_focuser.drivers.moonlite import MoonliteDriver
-from alpaca_focuser.emulator.pty_link import MoonliteEmulator
+from alpaca_focuser.drivers.myfp2 import MyFP2Driver, MyFP2Options
+from alpaca_focuser.drivers.serial_engine import SerialEngine
+from alpaca_focuser.emulator.myfp2_firmware import MyFP2Firmware
+from alpaca_focuser.emulator.pty_link import MoonliteEmulator, PtyLink
 
 # The keep-alive Alpaca HTTP client is shared with the tests: it lives in tests/.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -41,6 +46,33 @@ FAR, NEAR = 19000, 1000
 LINES = {"clean": {}, "chunked 15 ms + 9600 baud": {"split_pause": 0.015, "line_baud": 9600}}
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """What the benchmark needs to know of one protocol: its halt and poll queries as the emulator logs them, an
+    emulator (link path, pacing knobs), a driver on a port path, and the server's focuser table keys."""
+
+    halt: str
+    polls: tuple[str, ...]
+    emulator: Callable[[str, dict[str, Any]], PtyLink]
+    driver: Callable[[str], SerialEngine]
+    table: dict[str, Any]
+
+
+PROTOCOLS = {
+    "moonlite": Protocol("FQ", ("GP", "GI"),
+                         lambda link, line: MoonliteEmulator(link_path=link, steps_per_second=SPEED, position=NEAR,
+                                                             **line),
+                         lambda path: MoonliteDriver(path, name="bench"), {"driver": "moonlite"}),
+    # The Nano's own MaxStep (10000) is below FAR: the driver writes the server's into it, as a user would ask.
+    "myfp2": Protocol("27", ("00", "01"),
+                      lambda link, line: PtyLink(MyFP2Firmware("nano", position=NEAR, steps_per_second=SPEED), link,
+                                                 name="myfp2", **line),
+                      lambda path: MyFP2Driver(path, name="bench", options=MyFP2Options(max_step=20000,
+                                                                                        set_max_step=True)),
+                      {"driver": "myfp2", "set_firmware_max_step": True}),
+}
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -49,61 +81,64 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> None:
         time.sleep(0.002)
 
 
-def wait_for_poll(emu: MoonliteEmulator) -> None:
-    """Return the moment the emulator receives the next GP or GI: its reply is then on its way."""
+def wait_for_poll(emu: PtyLink, polls: tuple[str, ...]) -> None:
+    """Return the moment the emulator receives the next position or moving query: its reply is then on its way."""
     seen = len(emu.command_log)
     while True:
-        if any(command in ("GP", "GI") for _, command in emu.command_log[seen:]):
+        if any(command in polls for _, command in emu.command_log[seen:]):
             return
         time.sleep(0.0005)
 
 
-def measure(emu: MoonliteEmulator, driver: Any, start_move: Callable[[int], None], halt: Callable[[], None],
-            is_moving: Callable[[], bool], halts: int, rng: random.Random, in_flight: bool) -> dict[str, Any]:
-    """``halts`` halts during moves: request -> FQ at the emulator, and the driver's halt() -> FQ written."""
+def measure(protocol: Protocol, emu: PtyLink, driver: Any, start_move: Callable[[int], None],
+            halt: Callable[[], None], is_moving: Callable[[], bool], halts: int, rng: random.Random,
+            in_flight: bool) -> dict[str, Any]:
+    """``halts`` halts during moves: request -> halt at the emulator, and the driver's halt() -> halt written."""
     to_wire: list[float] = []
     internal: list[float] = []
     mismatches = 0
     for i in range(halts):
-        start_move(FAR if i % 2 == 0 else NEAR)
+        # Away from where it is, so the halt always lands mid-move (a myFocuserPro2 is never halted while idle).
+        start_move(FAR if driver.status().position < (FAR + NEAR) // 2 else NEAR)
         time.sleep(0.15 + rng.uniform(0.0, 0.1))  # a random point of the 100 ms poll cycle
         if in_flight:
-            wait_for_poll(emu)
-        seen = len(emu.arrivals("FQ"))
+            wait_for_poll(emu, protocol.polls)
+        seen = len(emu.arrivals(protocol.halt))
         asked = time.monotonic()
         halt()
-        wait_for(lambda: len(emu.arrivals("FQ")) > seen, 2.0, "FQ at the emulator")
-        to_wire.append(emu.arrivals("FQ")[seen] - asked)
+        wait_for(lambda: len(emu.arrivals(protocol.halt)) > seen, 2.0, "the halt at the emulator")
+        to_wire.append(emu.arrivals(protocol.halt)[seen] - asked)
         if driver.halt_sent_at is not None and driver.halt_requested_at is not None:
             internal.append(driver.halt_sent_at - driver.halt_requested_at)
         wait_for(lambda: not is_moving(), 3.0, "IsMoving false after the halt")
-        if driver.status().position != emu.firmware.position:
+        if driver.status().position != emu.firmware.position:  # type: ignore[attr-defined]
             mismatches += 1
     return {"to_wire": to_wire, "internal": internal, "mismatches": mismatches}
 
 
-def run_driver(tmp: Path, line: dict[str, Any], halts: int, rng: random.Random, in_flight: bool
-               ) -> dict[str, Any]:
-    with MoonliteEmulator(link_path=str(tmp / "ttyDRIVER"), steps_per_second=SPEED, position=NEAR, **line) as emu:
-        driver = MoonliteDriver(emu.device_path, name="bench")
+def run_driver(protocol: Protocol, tmp: Path, line: dict[str, Any], halts: int, rng: random.Random,
+               in_flight: bool) -> dict[str, Any]:
+    with protocol.emulator(str(tmp / "ttyDRIVER"), line) as emu:
+        driver = protocol.driver(emu.device_path)
         driver.connect()
         try:
-            result = measure(emu, driver, driver.move_to, driver.halt, lambda: driver.status().moving, halts, rng,
-                             in_flight)
+            result = measure(protocol, emu, driver, driver.move_to, driver.halt, lambda: driver.status().moving,
+                             halts, rng, in_flight)
             result["failed_polls"] = driver.failed_polls
         finally:
             driver.close()
     return result
 
 
-def run_http(tmp: Path, line: dict[str, Any], halts: int, rng: random.Random, in_flight: bool) -> dict[str, Any]:
-    with MoonliteEmulator(link_path=str(tmp / "ttyHTTP"), steps_per_second=SPEED, position=NEAR, **line) as emu:
-        server = start_server(tmp / "state", str(emu.link_path), 20000)
+def run_http(protocol: Protocol, tmp: Path, line: dict[str, Any], halts: int, rng: random.Random,
+             in_flight: bool) -> dict[str, Any]:
+    with protocol.emulator(str(tmp / "ttyHTTP"), line) as emu:
+        server = start_server(tmp / "state", str(emu.link_path), 20000, **protocol.table)
         client = AlpacaHttp("127.0.0.1", server.port, client_id=7)
         try:
             client.put("connected", Connected="true")
             driver = server.devices[0].driver
-            result = measure(emu, driver, lambda target: client.put("move", Position=target),
+            result = measure(protocol, emu, driver, lambda target: client.put("move", Position=target),
                              lambda: client.put("halt"), lambda: bool(client.value("ismoving")), halts, rng,
                              in_flight)
             result["failed_polls"] = driver.failed_polls
@@ -124,19 +159,21 @@ def ms(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--halts", type=int, default=50, help="halts per measurement (default 50)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="moonlite", help="the controller (default moonlite)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)
+    protocol = PROTOCOLS[args.protocol]
+    logging.basicConfig(level=logging.INFO if "-v" in sys.argv else logging.ERROR)
     rng = random.Random(11)
     rows: list[tuple[str, str, str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for line_name, line in LINES.items():
             for when, in_flight in (("random", False), ("reply in flight", True)):
-                rows.append((line_name, when, "driver.halt()", run_driver(Path(tmp), line, args.halts, rng,
-                                                                          in_flight)))
-                rows.append((line_name, when, "HTTP PUT halt", run_http(Path(tmp), line, args.halts, rng,
+                rows.append((line_name, when, "driver.halt()", run_driver(protocol, Path(tmp), line, args.halts,
+                                                                          rng, in_flight)))
+                rows.append((line_name, when, "HTTP PUT halt", run_http(protocol, Path(tmp), line, args.halts, rng,
                                                                         in_flight)))
-    print(f"Halt -> :FQ# at the emulator, {args.halts} halts per row during moves ({SPEED:g} steps/s); "
-          "milliseconds: median, 95th percentile, worst")
+    print(f"{args.protocol}: Halt -> :{protocol.halt}# at the emulator, {args.halts} halts per row during moves "
+          f"({SPEED:g} steps/s); milliseconds: median, 95th percentile, worst")
     print(f"{'line':<27}{'halt when':<17}{'asked through':<15}{'to the wire':>24}{'> 15 ms':>8}   "
           f"{'halt() -> written':>24}{'mismatches':>12}{'failed polls':>14}")
     for line_name, when, how, r in rows:
