@@ -84,8 +84,8 @@ def test_connect_through_the_boot(make_myfp2_emu: Any, make_driver: Any, profile
     caps = driver.capabilities()
     assert caps.max_position == fw.settings.max_step  # the firmware's own MaxStep: 10000 (Nano), 80000 (ESP32)
     assert caps.has_temperature
-    assert caps.description == (f"myFocuserPro2 ({fw.profile.board_name}) on {emu.device_path}, firmware "
-                                f"{fw.profile.firmware_version}")
+    assert caps.description == (f"myFocuserPro2 {fw.profile.board_name}, firmware {fw.profile.firmware_version} "
+                                f"on {emu.device_path}")
     assert not SET_COMMANDS & {c[:2] for c in commands(emu)}  # nothing configured: the controller's settings stay
     if profile == "esp32":
         assert driver.link_stats().noise > 0  # the boot banner, dropped
@@ -198,6 +198,32 @@ def test_esp32_halt_arriving_after_the_last_step_does_not_cut_the_next_move(
     assert driver.status().position == 3000 == fw.position
     assert commands(emu).count("053000") == 2 and not fw.halt_armed
     assert "without a halt" in caplog.text
+
+
+def test_a_moving_flag_raised_late_does_not_end_the_move(make_myfp2_emu: Any, make_driver: Any) -> None:
+    """ESP firmware: :05# only sets the target and the main loop raises the moving flag on a later pass, so the
+    first :01# after a move may still say 0, with the motor where it was (here: still taking up backlash)."""
+    emu = make_myfp2_emu(profile="esp32", position=1000, steps_per_second=200.0, **QUICK)
+    with emu.lock:
+        emu.firmware.settings.backlash_out_enabled, emu.firmware.settings.backlash_out_steps = True, 40  # 0.2 s
+    answer = emu.firmware.feed_replies
+    faked: list[bytes] = []
+
+    def flag_raised_late(data: bytes) -> list[bytes]:
+        replies = answer(data)
+        if data.startswith(b":01") and not faked and any(c.startswith("05") for c in emu.firmware.commands):
+            faked.append(replies[0])
+            return [b"I0#"]
+        return replies
+
+    emu.firmware.feed_replies = flag_raised_late  # type: ignore[method-assign]
+    driver = make_driver(emu)
+    driver.move_to(1100)
+    wait_for(lambda: faked, 2.0, "the first moving query")
+    time.sleep(0.05)
+    assert driver.status().moving and emu.firmware.position == 1000  # not taken for the end of the move
+    wait_for(lambda: not driver.status().moving, 3.0, "the move to end")
+    assert driver.status().position == 1100 == emu.firmware.position
 
 
 def test_sync_sets_the_counter_not_the_motor(make_myfp2_emu: Any, make_driver: Any) -> None:

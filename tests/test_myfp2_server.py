@@ -42,7 +42,7 @@ def test_nano_over_http(make_myfp2_emu: Any, server_factory: Any) -> None:
     f.Connected = True  # synchronous: returns once the handshake got through the board's reboot
     assert 1.5 < time.monotonic() - start < 6.0
     assert f.Connected and f.Position == 4000 and f.IsMoving is False and f.Temperature == 7.5
-    assert f.Description == f"myFocuserPro2 (ULN2003_M_MT_F) on {emu.link_path}, firmware 338"[:64]
+    assert f.Description == f"myFocuserPro2 ULN2003_M_MT_F, firmware 338 on {emu.link_path}"[:64]
 
     f.Move(4800)
     assert f.IsMoving is True  # the instant Move returns

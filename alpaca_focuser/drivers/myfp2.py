@@ -50,6 +50,7 @@ T = TypeVar("T")
 
 HANDSHAKE_TRY = 0.3  # seconds per :03# while the board boots: a reply takes milliseconds once it listens
 ARMED_HALT_STEPS = 2  # a move a stale ESP halt stopped ends this close to where it started
+MOVE_START_GRACE = 0.5  # s: "stopped" where it started, this soon after :05#, is a move the loop has not begun
 NO_PROBE_READING = -127.0  # DallasTemperature's "disconnected", which some builds pass on
 
 
@@ -85,6 +86,7 @@ class MyFP2Dialect(Dialect):
         self._last_position: int | None = None
         self._move_target: int | None = None  # our move under way (None: none, or it has ended)
         self._move_start: int | None = None
+        self._move_sent_at = 0.0
         self._halt_written = False  # a halt went out since the current move began
         self._halt_may_be_armed = False  # ESP: it may have arrived after the motor stopped, armed for the next
         self._check_move = False  # this move may meet such a halt
@@ -242,7 +244,7 @@ class MyFP2Dialect(Dialect):
             # The move may have ended between :00# and :01#: the final position is the one read after :01#.
             position = self._position(link, position, True)
             if position is not None:
-                moving = self._move_ended(link, position)
+                moving = self._not_started(position) or self._move_ended(link, position)
         if position is None or moving is None:
             return None
         return Reading(position=position, moving=moving)
@@ -290,6 +292,12 @@ class MyFP2Dialect(Dialect):
         self._probe_lost = False
         return value
 
+    def _not_started(self, position: int) -> bool:
+        """Our move reads as stopped where it started, just after it was sent: the ESP firmware's :05# only sets
+        the target, and its loop raises the moving flag on a later pass. Not the end of the move (yet)."""
+        return (self._move_target is not None and position == self._move_start != self._move_target
+                and not self._halt_written and time.monotonic() - self._move_sent_at < MOVE_START_GRACE)
+
     def _move_ended(self, link: SerialLink, position: int) -> bool:
         """The motor reports stopped at ``position``: save it, unless a stale ESP halt cut our move short, which
         is sent again (once). Returns whether the motor moves again."""
@@ -304,7 +312,7 @@ class MyFP2Dialect(Dialect):
             log.warning("%s: the move to %d stopped at %d, a step from its start, without a halt: the controller "
                         "had kept an earlier halt (ESP firmware). Moving again.", link.label, target, position)
             link.send(mp.encode_move(target))
-            self._move_target = target
+            self._move_target, self._move_start, self._move_sent_at = target, position, time.monotonic()
             return True
         link.send(mp.encode_save_settings())  # the position into EEPROM now: the next port open reboots the board
         return False
@@ -316,6 +324,7 @@ class MyFP2Dialect(Dialect):
         self._check_move, self._halt_may_be_armed = self._halt_may_be_armed, False
         self._move_target, self._move_start, self._halt_written = target, self._last_position, False
         link.send(mp.encode_move(target))
+        self._move_sent_at = time.monotonic()
         if not self._check_move:  # (a stale halt may already have changed the target)
             reported = _poll(link, mp.GET_TARGET, mp.parse_target)
             if reported is not None and reported != target and not self._halt_written:
@@ -338,8 +347,11 @@ class MyFP2Dialect(Dialect):
         return reported
 
     def description(self, port: str) -> str:
-        board = f" ({self.board})" if self.board else ""
-        return f"myFocuserPro2{board} on {port}" + (f", firmware {self.firmware}" if self.firmware else "")
+        # Board and firmware first: the Alpaca Description is cut at 64 characters, and by-id paths are long.
+        parts = ["myFocuserPro2" + (f" {self.board}" if self.board else "")]
+        if self.firmware:
+            parts.append(f"firmware {self.firmware}")
+        return ", ".join(parts) + f" on {port}"
 
 
 #: The settings read at connect, by their query, with the names the log uses.
