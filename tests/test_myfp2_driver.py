@@ -24,7 +24,7 @@ from alpaca_focuser.drivers.myfp2 import MyFP2Driver, MyFP2Options
 from alpaca_focuser.emulator.pty_link import PtyLink
 from alpaca_focuser.errors import DEVICE_NOT_RESPONDING, SERIAL_PORT_ERROR, DriverError
 from conftest import send_malformed_frames
-from test_serial_engine import reply_end_after
+from test_serial_engine import halt_during_replies
 
 SET_COMMANDS = {f"{command:02d}" for command in mp.SILENT_COMMANDS}  # 05 moves, 27 halts, the rest set things
 QUICK = {"resets_on_open": False}  # no DTR reboot: for tests that are not about it
@@ -41,6 +41,28 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> float:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.002)
     return time.monotonic() - start
+
+
+class PositionSampler:
+    """``with PositionSampler(driver) as seen``: every position the driver reports, sampled each 2 ms."""
+
+    def __init__(self, driver: MyFP2Driver) -> None:
+        self.driver, self.done = driver, threading.Event()
+        self.seen: list[int] = []
+        self.thread = threading.Thread(target=self._sample, name="test-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        while not self.done.is_set():
+            self.seen.append(self.driver.status().position)
+            time.sleep(0.002)
+
+    def __enter__(self) -> list[int]:
+        self.thread.start()
+        return self.seen
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
 
 
 @pytest.fixture
@@ -388,32 +410,21 @@ def test_unplug_mid_move_then_replug(make_myfp2_emu: Any, make_driver: Any, capl
 def test_garbage_never_becomes_a_position(make_myfp2_emu: Any, make_driver: Any) -> None:
     emu = make_myfp2_emu(position=1000, steps_per_second=1000.0, **QUICK)
     driver = make_driver(emu)
-    seen: list[int] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            seen.append(driver.status().position)
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, name="test-sampler", daemon=True)
-    sampler.start()
-    emu.split_replies = True
-    driver.move_to(3000)
-    send_malformed_frames(emu)
-    for junk in MYFP2_JUNK:
-        emu.send_garbage(junk)
-        time.sleep(0.05)
-    emu.split_replies = False
-    emu.reply_delay = 0.3  # slow but within read_timeout
-    time.sleep(0.5)
-    emu.reply_delay = 0.0
-    emu.corrupt_replies = True  # every reply mangled for a while: a fault, then recovery
-    time.sleep(0.4)
-    emu.corrupt_replies = False
-    wait_for(lambda: driver.status().fault is None and not driver.status().moving, 8.0, "the end of the move")
-    done.set()
-    sampler.join()
+    with PositionSampler(driver) as seen:
+        emu.split_replies = True
+        driver.move_to(3000)
+        send_malformed_frames(emu)
+        for junk in MYFP2_JUNK:
+            emu.send_garbage(junk)
+            time.sleep(0.05)
+        emu.split_replies = False
+        emu.reply_delay = 0.3  # slow but within read_timeout
+        time.sleep(0.5)
+        emu.reply_delay = 0.0
+        emu.corrupt_replies = True  # every reply mangled for a while: a fault, then recovery
+        time.sleep(0.4)
+        emu.corrupt_replies = False
+        wait_for(lambda: driver.status().fault is None and not driver.status().moving, 8.0, "the end of the move")
     assert driver.status().position == emu.firmware.position == 3000
     stats = driver.link_stats()
     assert driver.failed_polls > 0 and stats.noise + stats.stray > 0  # the noise was noticed ...
@@ -435,36 +446,10 @@ def test_nano_without_motor_power_ignores_moves(make_myfp2_emu: Any, make_driver
 # --- issue 11: Halt while a reply is on its way ---------------------------------------------------------------
 def test_halt_is_written_while_a_reply_is_in_flight(make_myfp2_emu: Any, make_driver: Any) -> None:
     emu = make_myfp2_emu(position=1000, steps_per_second=300.0, **QUICK, **CHUNKED)
-    fw = emu.firmware
     driver = make_driver(emu)
-    seen: list[int] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            seen.append(driver.status().position)
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, name="test-sampler", daemon=True)
-    sampler.start()
-    latencies, before_reply_end, halts = [], 0, 8
-    for i in range(halts):
-        driver.move_to(9000 if i % 2 == 0 else 1000)
-        time.sleep(0.15)
-        log_seen = len(emu.command_log)
-        wait_for(lambda: any(c in ("00", "01") for _, c in emu.command_log[log_seen:]), 2.0, "a poll")
-        polled_at = next(t for t, c in emu.command_log[log_seen:] if c in ("00", "01"))
-        halts_seen = len(emu.arrivals("27"))
-        asked = time.monotonic()
-        driver.halt()
-        wait_for(lambda: len(emu.arrivals("27")) > halts_seen, 2.0, "the halt at the emulator")
-        arrived = emu.arrivals("27")[halts_seen]
-        latencies.append(arrived - asked)
-        before_reply_end += arrived < reply_end_after(emu, polled_at)
-        wait_for(lambda: not driver.status().moving, 3.0, "the halt to be seen")
-        assert not fw.moving and driver.status().position == fw.position  # stopped where the controller says
-    done.set()
-    sampler.join()
+    halts = 8
+    with PositionSampler(driver) as seen:
+        latencies, before_reply_end = halt_during_replies(emu, driver, halts, halt="27", polls=("00", "01"))
     stats = driver.link_stats()
     print(f"Halt -> :27# at the emulator with chunked replies: median {statistics.median(latencies) * 1000:.2f} ms, "
           f"worst {max(latencies) * 1000:.2f} ms; {before_reply_end}/{halts} before the reply in flight ended")
