@@ -13,7 +13,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
+from dataclasses import replace
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -353,8 +353,7 @@ def test_both_compensating_backlash_is_warned(make_myfp2_emu: Any, caplog: pytes
         plain.connect()
         plain.close()
         assert "compensated twice" not in caplog.text
-        # The focusing features add backlash_steps to the config; from_config reads it when it is there.
-        both = MyFP2Driver.from_config(SimpleNamespace(**vars(cfg), backlash_steps=25))  # type: ignore[arg-type]
+        both = MyFP2Driver.from_config(replace(cfg, backlash_steps=25))  # the server's own backlash as well
         both.connect()
         both.close()
     assert ("backlash is compensated twice: by the controller (out 40 steps) and by the server (backlash_steps = 25)"

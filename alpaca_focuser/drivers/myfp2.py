@@ -386,10 +386,7 @@ class MyFP2Driver(SerialEngine):
         options = MyFP2Options(
             max_step=cfg.max_step, set_max_step=bool(cfg.set_firmware_max_step), reverse=cfg.firmware_reverse,
             backlash_in=cfg.firmware_backlash_in, backlash_out=cfg.firmware_backlash_out, step_mode=cfg.step_mode,
-            temp_comp=cfg.firmware_temp_comp,
-            # The server's own compensation (the focusing features); 0/False where this build has none.
-            server_backlash=int(getattr(cfg, "backlash_steps", 0) or 0),
-            server_reverse=bool(getattr(cfg, "reverse", False)))
+            temp_comp=cfg.firmware_temp_comp, server_backlash=cfg.backlash_steps, server_reverse=cfg.reverse)
         return cls(cfg.port, baud=cfg.baud, read_timeout=cfg.read_timeout, name=cfg.name, options=options)
 
     def __init__(self, port: str, *, options: MyFP2Options | None = None, name: str = "myfp2",
