@@ -12,8 +12,8 @@ import logging
 import statistics
 import threading
 import time
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
