@@ -381,7 +381,7 @@ def test_unplug_while_idle_then_replug_keeps_the_true_position(make_myfp2_emu: A
 
 
 def test_unplug_mid_move_then_replug(make_myfp2_emu: Any, make_driver: Any, caplog: pytest.LogCaptureFixture) -> None:
-    emu = make_myfp2_emu(position=1000, steps_per_second=1000.0)
+    emu = make_myfp2_emu(profile="esp32", position=1000, steps_per_second=1000.0)
     fw = emu.firmware
     driver = make_driver(emu)
     driver.move_to(3000)
