@@ -137,7 +137,7 @@ def run_http(protocol: Protocol, tmp: Path, line: dict[str, Any], halts: int, rn
         client = AlpacaHttp("127.0.0.1", server.port, client_id=7)
         try:
             client.put("connected", Connected="true")
-            driver = server.devices[0].driver
+            driver: Any = server.devices[0].driver  # a SerialEngine: it has failed_polls
             result = measure(protocol, emu, driver, lambda target: client.put("move", Position=target),
                              lambda: client.put("halt"), lambda: bool(client.value("ismoving")), halts, rng,
                              in_flight)
