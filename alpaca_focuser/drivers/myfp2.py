@@ -128,8 +128,14 @@ class MyFP2Dialect(Dialect):
         probe = _optional(link, mp.GET_PROBE_PRESENT)
         if probe is None:  # firmware without :83#: compensation is available only with a probe
             probe = _optional(link, mp.GET_TEMP_COMP_AVAILABLE)
-        temperature = self._temperature(link) if probe else None
-        self.has_temperature = temperature is not None  # -127 at once: the probe is there but does not read
+        temperature = None
+        if probe:
+            temperature = link.query_retry(mp.encode_query(mp.GET_TEMPERATURE), mp.parse_temperature, INIT_TRIES,
+                                           matches=mp.answers(mp.GET_TEMPERATURE))
+            if temperature <= NO_PROBE_READING:
+                log.warning("%s: a probe was found at boot but reads %.0f: no temperature", link.label, temperature)
+                temperature = None
+        self.has_temperature = temperature is not None
         moving = link.query_retry(mp.encode_query(mp.GET_MOVING), mp.parse_moving, INIT_TRIES,
                                   matches=mp.answers(mp.GET_MOVING))
         position = link.query_retry(mp.encode_query(mp.GET_POSITION), mp.parse_position, INIT_TRIES,
