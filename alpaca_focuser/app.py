@@ -15,8 +15,8 @@ from alpaca_focuser.alpaca.management import add_management_routes
 from alpaca_focuser.alpaca.responses import TransactionCounter, send_text
 from alpaca_focuser.alpaca.setup_api import ApiCorsMiddleware
 from alpaca_focuser.alpaca.setup_pages import add_setup_routes
-from alpaca_focuser.config import Config
-from alpaca_focuser.drivers import create_driver
+from alpaca_focuser.config import Config, FocuserConfig
+from alpaca_focuser.drivers import FocuserDriver, create_driver
 from alpaca_focuser.focuser.device import FocuserDevice
 from alpaca_focuser.history import INTERVAL, HistorySampler
 from alpaca_focuser.settings import Settings
@@ -49,8 +49,10 @@ def build_devices(config: Config, store: StateStore) -> dict[int, FocuserDevice]
     for number, cfg in enumerate(config.focusers):
         if not cfg.enabled:
             continue
-        driver = create_driver(cfg, saved_position=store.position(number))
-        devices[number] = FocuserDevice(number, cfg, driver, store)
+        def factory(cfg: FocuserConfig, number: int = number) -> FocuserDriver:
+            return create_driver(cfg, saved_position=store.position(number))
+
+        devices[number] = FocuserDevice(number, cfg, factory(cfg), store, driver_factory=factory)
     return devices
 
 

@@ -144,11 +144,28 @@ def test_no_temperature_without_a_sensor(server: FocuserServer, monkeypatch: pyt
     assert focuser(samples, "alpaca_focuser_temperature_celsius") is None
 
 
-def test_temp_comp_corrections_are_exported_when_the_device_counts_them(server: FocuserServer,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    assert focuser(scrape(server), "alpaca_focuser_temp_comp_corrections_total") is None
-    monkeypatch.setattr(server.devices[0], "temp_comp_corrections", 12, raising=False)
-    assert focuser(scrape(server), "alpaca_focuser_temp_comp_corrections_total") == 12
+def test_temp_comp_state_and_corrections_follow_the_focuser(server_factory: Any) -> None:
+    """The simulated tube cools 1 C with compensation on: the scrape shows TempComp on and the corrections made."""
+    server = server_factory({"name": "Simulated focuser", "speed": 20000, "temp_comp_coefficient": -20,
+                             "temp_comp_threshold": 0.5, "temp_comp_window_s": 1})
+    with AlpacaHttp("127.0.0.1", server.port) as client:
+        client.put("connected", Connected="true")
+        client.put("action", Action="SimulatorSetTemperature", Parameters="10")
+        client.put("move", Position=5000)
+        wait_until(lambda: client.value("ismoving") is False)
+        samples = scrape(server)
+        assert focuser(samples, "alpaca_focuser_temp_comp") == 0
+        assert focuser(samples, "alpaca_focuser_temp_comp_corrections_total") == 0
+        client.put("tempcomp", TempComp="true")
+        client.put("action", Action="SimulatorSetTemperature", Parameters="9")
+        # the averaged temperature crosses the threshold: at least one correction outwards
+        wait_until(lambda: server.devices[0].temp_comp_corrections >= 1 and client.value("ismoving") is False,
+                   timeout=15)
+        assert client.value("position") > 5000
+    samples = scrape(server)
+    assert focuser(samples, "alpaca_focuser_temp_comp") == 1
+    assert focuser(samples, "alpaca_focuser_temp_comp_corrections_total") == server.devices[0].temp_comp_corrections
+    assert server.devices[0].temp_comp_corrections >= 1
 
 
 def test_serial_link_counters_come_from_the_driver(make_emu: Any, server_factory: Any) -> None:

@@ -146,9 +146,7 @@ class FocuserCollector(Collector):
                     families["position"].add_metric(labels, float(status.position))
                 if connected and status.temperature is not None and device.driver.capabilities().has_temperature:
                     families["temperature"].add_metric(labels, float(status.temperature))
-                corrections = getattr(device, "temp_comp_corrections", None)
-                if isinstance(corrections, int):
-                    families["corrections"].add_metric(labels, float(corrections))
+                families["corrections"].add_metric(labels, float(device.temp_comp_corrections))
                 link_stats = getattr(device.driver, "link_stats", None)
                 if callable(link_stats):
                     link.extend(link_families(link_stats(), labels))

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from alpaca_focuser import __version__
-from alpaca_focuser.config import KEYS_BY_NAME, LIVE, FocuserConfig
+from alpaca_focuser.config import KEYS_BY_NAME, LIVE, RECONNECT, FocuserConfig
 from alpaca_focuser.drivers.base import DriverStatus, FocuserDriver
 from alpaca_focuser.errors import (
     AscomError,
@@ -46,11 +46,16 @@ class FocuserDevice:
     ``cfg`` is swapped whole by ``apply_settings``; everything reads it at the time of use.
     """
 
-    def __init__(self, device_number: int, cfg: FocuserConfig, driver: FocuserDriver, store: StateStore) -> None:
+    def __init__(self, device_number: int, cfg: FocuserConfig, driver: FocuserDriver, store: StateStore,
+                 driver_factory: Callable[[FocuserConfig], FocuserDriver] | None = None) -> None:
+        """``driver_factory`` builds a driver from a configuration: with it, settings that apply on reconnect
+        (port, baud, speed, ...) take effect at the next Connect, which rebuilds the driver from them."""
         self.device_number = device_number
         self.cfg = cfg
         self.driver = driver
         self.store = store
+        self._driver_factory = driver_factory
+        self._reconnect_cfg: FocuserConfig | None = None  # settings waiting for the next Connect
         self.unique_id = store.unique_id(device_number)
         #: Set by the settings page so a learned coefficient applied by Action("TempCompLearned", "apply") is
         #: also written to the config file: called as ``settings_writer(device_number, {key: value})``.
@@ -109,7 +114,40 @@ class FocuserDevice:
         self.store.save_position(self.device_number, position)
 
     # --- connection (common members) -----------------------------------------------------------------------------
+    @property
+    def reconnect_applies_settings(self) -> bool:
+        """Whether settings marked "reconnect" take effect at the next Connect (else at the next start)."""
+        return self._driver_factory is not None
+
+    def _rebuild_driver(self) -> None:
+        """Worker thread, while disconnected: a new driver from the settings saved for the next Connect."""
+        with self._lock:
+            pending, self._reconnect_cfg = self._reconnect_cfg, None
+        if pending is None or self._driver_factory is None or self.driver.status().connected:
+            return
+        keys = [f.name for f in fields(FocuserConfig)
+                if KEYS_BY_NAME[f.name].applies == RECONNECT and getattr(pending, f.name) != getattr(self.cfg, f.name)]
+        if not keys:
+            return
+        try:
+            driver = self._driver_factory(replace(self.cfg, **{key: getattr(pending, key) for key in keys}))
+        except Exception as exc:
+            with self._lock:
+                self._reconnect_cfg = pending  # keep them for the next try
+            raise DriverError(f"Cannot apply {', '.join(keys)} to {self.cfg.name}: {exc}") from exc
+        old = self.driver
+        with self.engine.lock:
+            self.driver = self.engine.driver = driver
+            self.cfg = replace(self.cfg, **{key: getattr(pending, key) for key in keys})
+        try:
+            old.close()
+        except Exception:
+            log.exception("Focuser %d: closing the previous driver failed", self.device_number)
+        log.info("Focuser %d: connecting with the new %s", self.device_number,
+                 ", ".join(f"{key} = {getattr(self.cfg, key)!r}" for key in keys))
+
     def _do_connect(self) -> None:
+        self._rebuild_driver()
         try:
             self.driver.connect()
         except AscomError:
@@ -256,7 +294,8 @@ class FocuserDevice:
         ``unsafe_while_moving`` (MaxStep, Absolute, Reverse) may only change while the focuser is still:
         InvalidOperationError otherwise, and nothing changes. Keys that apply only on reconnect or restart
         (driver, port, speed, ...) keep their running value, since the driver was built from it; they are logged
-        as waiting for the next start and not returned.
+        as waiting and not returned; with a driver factory, those marked "reconnect" are kept for the next Connect,
+        which rebuilds the driver from them.
         """
         with self.engine.lock:  # no Move can start between the check and the swap
             old = self.cfg
@@ -267,10 +306,17 @@ class FocuserDevice:
                 raise InvalidOperationError(f"{', '.join(unsafe)} cannot change while the focuser is moving; "
                                             f"Halt it or wait until it stops")
             self.cfg = replace(old, **{key: getattr(new_cfg, key) for key in changed})
+            reconnect = [key for key in differ if KEYS_BY_NAME[key].applies == RECONNECT]
+            if self._driver_factory is not None:
+                with self._lock:
+                    self._reconnect_cfg = new_cfg if reconnect else None
         for key in changed:
             log.info("Focuser %d: setting %s changed from %r to %r", self.device_number, key, getattr(old, key),
                      getattr(new_cfg, key))
-        waiting = [key for key in differ if key not in changed]
+        later = [key for key in reconnect if self._driver_factory is not None]
+        if later:
+            log.info("Focuser %d: %s take effect at the next Connect", self.device_number, ", ".join(later))
+        waiting = [key for key in differ if key not in changed and key not in later]
         if waiting:
             log.info("Focuser %d: %s take effect at the next start, not now", self.device_number, ", ".join(waiting))
         if changed:
