@@ -15,9 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-DRIVERS = ("simulator", "moonlite", "pegasus")
+DRIVERS = ("simulator", "moonlite", "myfp2", "pegasus")
 MOONLITE_STEP_DELAY_CODES = (2, 4, 8, 16, 32)  # SD 02, 04, 08, 10, 20: fastest to slowest
 MOONLITE_MAX_POSITION = 65535
+MYFP2_MAX_POSITION = 2_000_000  # the protocol's; the controller's own MaxStep is checked at connect
+MYFP2_STEP_MODES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PEGASUS_SPEED_RANGE = (100, 1000)  # the DMFC's S command (INDI, INDIGO); the firmware's default is 400
 PEGASUS_MAX_BACKLASH = 9999
 INT32_MAX = 2**31 - 1
@@ -80,15 +82,20 @@ class FocuserConfig:
     temperature: float = 10.0  # simulator only: the starting ambient temperature, deg C
     # serial drivers
     port: str | None = None
-    baud: int | None = None  # None: the driver's own default (Moonlite 9600, Pegasus 19200)
+    baud: int | None = None  # None: the driver's own default (Moonlite and myFocuserPro2 9600, Pegasus 19200)
     read_timeout: float = 0.5
     # moonlite only
     half_step: bool | None = None
-    # pegasus only: None (or False) leaves the controller's setting as it is
-    controller_backlash: int | None = None
+    # the controller's own settings (myfp2, pegasus), applied on every connect; None leaves the controller's alone
     controller_reverse: bool | None = None
-    led: bool | None = None
-    switch_to_stepper: bool | None = None  # true: switch a DMFC in DC-motor mode to stepper at connect
+    controller_backlash: int | None = None  # pegasus: one backlash for both directions
+    controller_backlash_in: int | None = None  # myfp2: separate backlash in and out
+    controller_backlash_out: int | None = None
+    controller_temp_comp: bool | None = None  # myfp2
+    step_mode: int | None = None  # myfp2
+    set_controller_max_step: bool | None = None  # myfp2; None: false (and not printed by check-config)
+    led: bool | None = None  # pegasus
+    switch_to_stepper: bool | None = None  # pegasus: true switches a DMFC in DC-motor mode to stepper at connect
     # false keeps the table (and so every later focuser's device number) but does not serve it
     enabled: bool = True
 
@@ -115,8 +122,7 @@ class KeyInfo:
     optional: bool = False  # may be left unset (an empty field removes the key)
 
 
-SERIAL_DRIVERS = ("moonlite", "pegasus")
-PEGASUS_KEYS = ("controller_backlash", "controller_reverse", "led", "switch_to_stepper")
+SERIAL_DRIVERS = ("moonlite", "myfp2", "pegasus")
 BACKLASH_DIRECTIONS = ("out", "in")
 BACKLASH_STEPS_RANGE = (0, 10000)
 SETTLE_MS_RANGE = (0, 60000)
@@ -165,20 +171,23 @@ FOCUSER_KEYS: tuple[KeyInfo, ...] = (
             "number"),
     KeyInfo("speed", "Speed", "Simulator: steps per second. Moonlite: step-delay code 2 (fastest), 4, 8, 16 or 32 "
             "(slowest). Pegasus: maximum speed 100..1000. Empty keeps the controller's setting", "int",
+            drivers=("simulator", "moonlite", "pegasus"),
             optional=True, applies=RECONNECT),
     KeyInfo("temperature", "Starting temperature (°C)", "Simulator only: the ambient temperature at start-up",
             "number", drivers=("simulator",), applies=RESTART),
     KeyInfo("port", "Serial port", "Preferably a /dev/serial/by-id/... path", "text", drivers=SERIAL_DRIVERS,
             applies=RECONNECT),
-    KeyInfo("baud", "Baud rate", "Serial speed of the controller; empty: the driver's (Moonlite 9600, Pegasus "
-            "19200)", "int", drivers=SERIAL_DRIVERS, optional=True, applies=RECONNECT),
+    KeyInfo("baud", "Baud rate", "Serial speed of the controller; empty: the driver's default (Moonlite and "
+            "myFocuserPro2 9600, Pegasus 19200; a myFocuserPro2 on an ESP32 uses 115200)", "int",
+            drivers=SERIAL_DRIVERS, optional=True, applies=RECONNECT),
     KeyInfo("half_step", "Half step", "Half- or full-stepping; unset keeps the controller's setting", "bool",
             drivers=("moonlite",), optional=True, applies=RECONNECT),
     KeyInfo("controller_backlash", "Controller backlash (steps)", f"0..{PEGASUS_MAX_BACKLASH}, the controller's own "
             "backlash compensation, 0 is off; empty keeps the controller's setting. Use it or the server's, not "
             "both", "int", drivers=("pegasus",), optional=True, applies=RECONNECT),
     KeyInfo("controller_reverse", "Controller reverse", "The controller turns the motor the other way; empty keeps "
-            "the controller's setting", "bool", drivers=("pegasus",), optional=True, applies=RECONNECT),
+            "the controller's setting. Use it or the server's reverse, not both", "bool", drivers=("myfp2", "pegasus"),
+            optional=True, applies=RECONNECT),
     KeyInfo("led", "Controller LED", "The controller's power LED on or off; empty keeps the controller's setting",
             "bool", drivers=("pegasus",), optional=True, applies=RECONNECT),
     KeyInfo("switch_to_stepper", "Switch to stepper mode", "A DMFC found in DC-motor mode is switched to stepper "
@@ -186,6 +195,20 @@ FOCUSER_KEYS: tuple[KeyInfo, ...] = (
             "bool", drivers=("pegasus",), optional=True, applies=RECONNECT),
     KeyInfo("read_timeout", "Reply timeout (s)", "Seconds to wait for a reply from the controller", "number",
             drivers=SERIAL_DRIVERS, applies=RECONNECT),
+    KeyInfo("set_controller_max_step", "Write MaxStep into the controller", "On: the controller's own MaxStep is "
+            "set to Maximum step on every connect. Off: Maximum step must not exceed the controller's MaxStep",
+            "bool", drivers=("myfp2",), optional=True, applies=RECONNECT),
+    KeyInfo("controller_backlash_in", "Controller backlash in (steps)", "Steps the controller adds when the "
+            "direction changes to inward, 0..255 (0 off); empty keeps the controller's setting", "int",
+            drivers=("myfp2",), optional=True, applies=RECONNECT),
+    KeyInfo("controller_backlash_out", "Controller backlash out (steps)", "Steps the controller adds when the "
+            "direction changes to outward, 0..255 (0 off); empty keeps the controller's setting", "int",
+            drivers=("myfp2",), optional=True, applies=RECONNECT),
+    KeyInfo("controller_temp_comp", "Controller temperature compensation", "The controller's own temperature "
+            "compensation (needs its probe; it then moves the focuser by itself); unset keeps the controller's",
+            "bool", drivers=("myfp2",), optional=True, applies=RECONNECT),
+    KeyInfo("step_mode", "Step mode", "1 (full), 2 (half), 4 ... 256 microsteps, as far as the driver board goes; "
+            "empty keeps the controller's setting", "int", drivers=("myfp2",), optional=True, applies=RECONNECT),
     KeyInfo("enabled", "Enabled", "Off: not served from the next start; the table keeps its place so no other "
             "focuser's device number changes", "bool", applies=RESTART),
 )
@@ -374,20 +397,26 @@ def _focuser(data: Any, index: int, source: str) -> FocuserConfig:
         speed=t.integer("speed", None, 1, 1_000_000),
         temperature=t.number("temperature", d.temperature, -60.0, 60.0),
         port=t.text("port", None, allow_empty=False),
-        baud=t.integer("baud", d.baud, 300, 1_000_000),
+        baud=t.integer("baud", None, 300, 1_000_000),
         half_step=t.get("half_step", bool, None),
         read_timeout=t.number("read_timeout", d.read_timeout, 0.05, 10.0),
-        controller_backlash=t.integer("controller_backlash", None, 0, PEGASUS_MAX_BACKLASH),
         controller_reverse=t.get("controller_reverse", bool, None),
+        controller_backlash=t.integer("controller_backlash", None, 0, PEGASUS_MAX_BACKLASH),
+        controller_backlash_in=t.integer("controller_backlash_in", None, 0, 255),
+        controller_backlash_out=t.integer("controller_backlash_out", None, 0, 255),
+        controller_temp_comp=t.get("controller_temp_comp", bool, None),
+        step_mode=t.integer("step_mode", None, 1, 256),
+        set_controller_max_step=t.get("set_controller_max_step", bool, None),
         led=t.get("led", bool, None),
         switch_to_stepper=t.get("switch_to_stepper", bool, None),
         enabled=t.get("enabled", bool, d.enabled),
     )
     t.check_unknown()
-    for key in t.data:
+    for key in t.data:  # a key of another driver is a mistake worth saying, not something to ignore
         drivers = KEYS_BY_NAME[key].drivers
-        if key in ("port", "half_step", *PEGASUS_KEYS) and driver not in drivers:
-            raise t.fail(key, "only applies to driver = " + " or ".join(f'"{name}"' for name in drivers))
+        if drivers and driver not in drivers:
+            raise t.fail(key, f'does not apply to driver = "{driver}"; it only applies to driver = '
+                              + " or ".join(f'"{name}"' for name in drivers))
     if cfg.backlash_steps > max_step:
         raise t.fail("backlash_steps", f"must not exceed max_step ({max_step}), got {cfg.backlash_steps}")
     if driver == "simulator":
@@ -395,6 +424,8 @@ def _focuser(data: Any, index: int, source: str) -> FocuserConfig:
     if cfg.port is None:
         raise t.fail("port", f'is required for driver = "{driver}" (e.g. "/dev/serial/by-id/usb-..."; '
                              "`alpaca-focuser ports` lists them)")
+    if driver == "myfp2":
+        return _myfp2(t, cfg)
     if driver == "pegasus":
         if cfg.speed is not None and not PEGASUS_SPEED_RANGE[0] <= cfg.speed <= PEGASUS_SPEED_RANGE[1]:
             raise t.fail("speed", f'for driver = "pegasus" is the maximum speed, {PEGASUS_SPEED_RANGE[0]}..'
@@ -406,6 +437,14 @@ def _focuser(data: Any, index: int, source: str) -> FocuserConfig:
     if cfg.speed is not None and cfg.speed not in MOONLITE_STEP_DELAY_CODES:
         raise t.fail("speed", "for driver = \"moonlite\" is the step-delay code: one of 2 (fastest), 4, 8, 16, "
                               f"32 (slowest), got {cfg.speed}")
+    return cfg
+
+
+def _myfp2(t: _Table, cfg: FocuserConfig) -> FocuserConfig:
+    if cfg.max_step > MYFP2_MAX_POSITION:
+        raise t.fail("max_step", f"must be at most {MYFP2_MAX_POSITION} for driver = \"myfp2\", got {cfg.max_step}")
+    if cfg.step_mode is not None and cfg.step_mode not in MYFP2_STEP_MODES:
+        raise t.fail("step_mode", f"must be one of {', '.join(map(str, MYFP2_STEP_MODES))}, got {cfg.step_mode}")
     return cfg
 
 
@@ -480,6 +519,8 @@ def describe(config: Config) -> str:
     doc["discovery"] = dict(vars(config.discovery))
     aot = tomlkit.aot()
     for f in config.focusers:
-        aot.append(tomlkit.item({k: v for k, v in vars(f).items() if v is not None}))
+        applies = {k: v for k, v in vars(f).items()
+                   if v is not None and (not KEYS_BY_NAME[k].drivers or f.driver in KEYS_BY_NAME[k].drivers)}
+        aot.append(tomlkit.item(applies))
     doc["focuser"] = aot
     return tomlkit.dumps(doc)

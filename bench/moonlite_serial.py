@@ -42,14 +42,14 @@ SLOW_SPEED = 200.0  # steps/s: a move from 1000 to 19000 lasts ~90 s, far longer
 MAX_STEP = 20000
 
 
-def start_server(state_dir: Path, link: str, max_step: int, driver: str = "moonlite") -> FocuserServer:
-    """A real server on 127.0.0.1 (ephemeral port, discovery off, state in ``state_dir``) with one focuser of
-    ``driver`` (a serial one) on the emulator at ``link``."""
+def start_server(state_dir: Path, link: str, max_step: int, **table: Any) -> FocuserServer:
+    """A real server on 127.0.0.1 (ephemeral port, discovery off, state in ``state_dir``) with one focuser on the
+    emulator at ``link``: Moonlite unless ``table`` says otherwise (``driver="myfp2"``, ...)."""
     config = parse_config({
         "server": {"bind": "127.0.0.1", "port": 0, "state_dir": str(state_dir)},
         "discovery": {"enabled": False},
-        "focuser": [{"name": driver.title(), "driver": driver, "port": link, "max_step": max_step,
-                     "max_increment": max_step, "step_size": 4.5}],
+        "focuser": [{"name": "Bench", "driver": "moonlite", "port": link, "max_step": max_step,
+                     "max_increment": max_step, "step_size": 4.5, **table}],
     }, "<bench>")
     server = FocuserServer(config, multicast_interfaces=())
     server.start()

@@ -17,6 +17,7 @@ import pytest
 
 from alpaca_focuser.app import FocuserServer, build_devices, create_app
 from alpaca_focuser.config import Config, parse_config
+from alpaca_focuser.emulator.myfp2_firmware import MyFP2Firmware
 from alpaca_focuser.emulator.pegasus_firmware import PegasusFirmware
 from alpaca_focuser.emulator.pty_link import MoonliteEmulator, PtyLink
 from alpaca_focuser.state import StateStore
@@ -131,6 +132,21 @@ def make_pegasus(tmp_path: Path) -> Iterator[Callable[..., PtyLink]]:
               **firmware: Any) -> PtyLink:
         return PtyLink(PegasusFirmware(**firmware), str(tmp_path / f"ttyPEGASUS{next(numbers)}"), name="pegasus",
                        split_pause=split_pause, line_baud=line_baud, reply_delay=reply_delay).start()
+
+    yield from started_until_teardown(start, PtyLink.stop)
+
+
+@pytest.fixture
+def make_myfp2_emu(tmp_path: Path) -> Iterator[Callable[..., PtyLink]]:
+    """myFocuserPro2 emulators on a pty behind a symlink in tmp_path: keyword arguments are MyFP2Firmware's
+    (profile, position, probe, ...) plus the link's pacing (reply_delay, split_pause, line_baud). Request this
+    fixture before ``server_factory``, as ``make_emu``."""
+    numbers = itertools.count()
+
+    def start(**kwargs: Any) -> PtyLink:
+        pacing = {key: kwargs.pop(key) for key in ("reply_delay", "split_pause", "line_baud") if key in kwargs}
+        return PtyLink(MyFP2Firmware(**kwargs), str(tmp_path / f"ttyMYFP2{next(numbers)}"), name="myfp2",
+                       **pacing).start()
 
     yield from started_until_teardown(start, PtyLink.stop)
 

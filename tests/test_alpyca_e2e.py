@@ -33,6 +33,7 @@ from alpaca.exceptions import (
 from alpaca.focuser import Focuser
 
 from alpaca_focuser.app import FocuserServer
+from alpaca_focuser.emulator.myfp2_firmware import MyFP2Firmware
 from alpaca_focuser.emulator.pegasus_firmware import PegasusFirmware
 from alpaca_focuser.emulator.pty_link import MoonliteEmulator, PtyLink
 from conftest import wait_until
@@ -81,9 +82,19 @@ def _pegasus_table(stack: contextlib.ExitStack, settings: dict[str, Any]) -> dic
     return {"driver": "pegasus", "port": str(link), **settings}
 
 
+def _myfp2_table(stack: contextlib.ExitStack, settings: dict[str, Any]) -> dict[str, Any]:
+    """A myFocuserPro2 on an ESP32 (115200 baud, boot banner, a halt while idle kept for the next move) emulated
+    on a real pty, reached through the real MyFP2Driver; the server's max_step is written into the controller."""
+    link = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "ttyFOCUSER"
+    emulator = PtyLink(MyFP2Firmware("esp32", position=0, steps_per_second=2000), str(link), name="myfp2").start()
+    stack.callback(emulator.stop)
+    return {"driver": "myfp2", "port": str(link), "baud": 115200, "set_controller_max_step": True, **settings}
+
+
 BACKENDS: list[Backend] = [
     Backend("simulator", _simulator_table, steps_per_second=4000),
     Backend("moonlite", _moonlite_table, steps_per_second=2000),
+    Backend("myfp2", _myfp2_table, steps_per_second=2000),
     Backend("pegasus", _pegasus_table, steps_per_second=2000),
 ]
 

@@ -14,6 +14,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "config.toml"
 
 GOOD_FOCUSER = '[[focuser]]\nname = "A"\n'
 MOONLITE = '[[focuser]]\nname = "M"\ndriver = "moonlite"\nport = "/dev/ttyUSB0"\n'
+MYFP2 = '[[focuser]]\nname = "F"\ndriver = "myfp2"\nport = "/dev/ttyUSB1"\nmax_step = 10000\n'
 
 
 def write(tmp_path: Path, text: str, name: str = "bad.toml") -> Path:
@@ -102,6 +103,17 @@ def test_minimal_moonlite_and_simulator_tables(tmp_path: Path) -> None:
     assert isinstance(moon, FocuserConfig)
 
 
+def test_myfp2_table(tmp_path: Path) -> None:
+    extra = ("set_controller_max_step = true\ncontroller_reverse = false\ncontroller_backlash_in = 0\n"
+             "controller_backlash_out = 25\ncontroller_temp_comp = false\nstep_mode = 2\nbaud = 115200\n")
+    plain, full = load_config(write(tmp_path, MYFP2 + MYFP2.replace('"F"', '"G"').replace("USB1", "USB2") + extra,
+                                    "f.toml")).focusers
+    assert plain.baud is None and plain.set_controller_max_step is None and plain.step_mode is None
+    assert (full.baud, full.set_controller_max_step, full.controller_reverse, full.controller_backlash_in,
+            full.controller_backlash_out, full.controller_temp_comp, full.step_mode) == (115200, True, False, 0, 25,
+                                                                                    False, 2)
+
+
 def test_focuser_name_defaults_differ(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "[[focuser]]\n[[focuser]]\n", "two.toml"))
     assert len({f.name for f in config.focusers}) == 2
@@ -161,6 +173,14 @@ def test_toml_syntax_error_unclosed_table(tmp_path: Path) -> None:
     (MOONLITE + "speed = 3\n", "speed", ["2", "32", "got 3"]),
     (MOONLITE + "baud = 100\n", "baud", ["between"]),
     (MOONLITE + "read_timeout = 0\n", "read_timeout", ["0.05"]),
+    (MYFP2 + "step_mode = 3\n", "step_mode", ["1, 2, 4", "256", "got 3"]),
+    (MYFP2 + "controller_backlash_in = 300\n", "controller_backlash_in", ["between 0 and 255"]),
+    (MYFP2.replace("10000", "3000000"), "max_step", ["2000000", "myfp2"]),
+    (MYFP2 + "speed = 2\n", "speed", ["does not apply", "myfp2"]),
+    (MYFP2 + "half_step = true\n", "half_step", ["does not apply"]),
+    (MOONLITE + "set_controller_max_step = true\n", "set_controller_max_step", ["only applies", "myfp2"]),
+    ("[[focuser]]\ncontroller_reverse = true\n", "controller_reverse", ["only applies", "myfp2"]),
+    ('[[focuser]]\nname = "F"\ndriver = "myfp2"\n', "port", ["required", "myfp2"]),
     ('[[focuser]]\nname = "A"\n[[focuser]]\nname = "A"\n', "name", ["'A'", "already used"]),
     (MOONLITE + '[[focuser]]\nname = "N"\ndriver = "moonlite"\nport = "/dev/ttyUSB0"\n', "port",
      ["/dev/ttyUSB0", "two focusers"]),

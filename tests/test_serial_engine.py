@@ -17,7 +17,7 @@ import pytest
 from alpaca_focuser.drivers.dialect import Dialect
 from alpaca_focuser.drivers.moonlite import MoonliteDialect
 from alpaca_focuser.drivers.serial_engine import SerialEngine
-from alpaca_focuser.emulator.pty_link import MoonliteEmulator
+from alpaca_focuser.emulator.pty_link import MoonliteEmulator, PtyLink
 from conftest import started_until_teardown
 
 CHUNKED = {"split_pause": 0.015, "line_baud": 9600}  # a USB adapter's latency timer, at 9600-baud line timing
@@ -44,17 +44,17 @@ def make_engine() -> Iterator[Callable[..., SerialEngine]]:
     yield from started_until_teardown(start, SerialEngine.close)
 
 
-def next_poll_query(emu: MoonliteEmulator) -> float:
-    """Wait until the emulator receives the next GP or GI (its reply is then on its way); its arrival time."""
+def next_poll_query(emu: PtyLink, polls: tuple[str, ...] = ("GP", "GI")) -> float:
+    """Wait until the emulator receives the next of ``polls`` (its reply is then on its way); its arrival time."""
     seen = len(emu.command_log)
 
     def arrived() -> float | None:
-        return next((t for t, c in emu.command_log[seen:] if c in ("GP", "GI")), None)
+        return next((t for t, c in emu.command_log[seen:] if c in polls), None)
 
     return float(wait_for(arrived, 2.0, "a poll query at the emulator"))
 
 
-def reply_end_after(emu: MoonliteEmulator, since: float) -> float:
+def reply_end_after(emu: PtyLink, since: float) -> float:
     """When the emulator wrote the last byte of the first reply it sent after ``since``."""
     def written() -> float | None:
         return next((t for t, data in list(emu.output_log) if t >= since and data.endswith(b"#")), None)
@@ -62,18 +62,20 @@ def reply_end_after(emu: MoonliteEmulator, since: float) -> float:
     return float(wait_for(written, 2.0, "the reply in flight to be written"))
 
 
-def halt_during_replies(emu: MoonliteEmulator, engine: SerialEngine, halts: int) -> tuple[list[float], int]:
+def halt_during_replies(emu: PtyLink, engine: SerialEngine, halts: int, *, halt: str = "FQ",
+                        polls: tuple[str, ...] = ("GP", "GI")) -> tuple[list[float], int]:
     """Halts, each the moment a poll query reached the emulator: (halt() -> FQ at the emulator, how many FQs
-    arrived before the reply in flight had been written in full). Checks the stop position every time."""
+    arrived before the reply in flight had been written in full). Checks the stop position every time. ``halt``
+    and ``polls``: the commands as the emulator logs them (Moonlite's by default)."""
     latencies, before_reply_end = [], 0
     for i in range(halts):
         engine.move_to(9000 if i % 2 == 0 else 1000)
         time.sleep(0.15)
-        polled = next_poll_query(emu)
-        seen = len(emu.arrivals("FQ"))
+        polled = next_poll_query(emu, polls)
+        seen = len(emu.arrivals(halt))
         asked = time.monotonic()
         engine.halt()
-        fq = wait_for(lambda: emu.arrivals("FQ")[seen:], 2.0, "FQ at the emulator")[0]
+        fq = wait_for(lambda: emu.arrivals(halt)[seen:], 2.0, "the halt at the emulator")[0]
         latencies.append(fq - asked)
         before_reply_end += fq < reply_end_after(emu, polled)
         wait_for(lambda: not engine.status().moving, 3.0, "the halt to be seen")

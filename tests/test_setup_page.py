@@ -326,6 +326,12 @@ def test_chart_marks_compensation_and_the_learned_coefficient_can_be_applied(
     put("tempcomp", TempComp="true")
     put("action", Action="SimulatorSetTemperature", Parameters="9")
     wait_until(lambda: device.temp_comp_corrections >= 1 and api(server, "ismoving") is False, timeout=15)
+    # the 1 s average settles at 9 C within a second or two: wait until the corrections have stopped
+    corrections = -1
+    while corrections != device.temp_comp_corrections:
+        corrections = device.temp_comp_corrections
+        time.sleep(2.0)
+    wait_until(lambda: api(server, "ismoving") is False)
 
     page = new_page()
     page.goto(url(server, "/setup/v1/focuser/0/setup"))

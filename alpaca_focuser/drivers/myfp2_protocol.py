@@ -17,7 +17,7 @@ import math
 import re
 from typing import Callable
 
-from alpaca_focuser.drivers.moonlite_protocol import ProtocolError
+from alpaca_focuser.drivers.protocol import ProtocolError
 
 TERMINATOR = b"#"
 #: Arduino Nano builds; ESP32 builds with a serial (LOCALSERIAL) mode use ESP32_BAUD.
@@ -355,6 +355,13 @@ def reply_matches(frame: bytes, reply: bytes) -> bool:
     except ProtocolError:
         return False
     return True
+
+
+def answers(command: int) -> Callable[[bytes], bool]:
+    """A ``matches`` test for a link: True for a frame with ``command``'s reply letter, which is then parsed
+    strictly; a frame with another letter answers another query (a late duplicate) and is skipped."""
+    letter = REPLY_LETTERS[command]
+    return lambda reply: reply_letter(reply) == letter
 
 
 def identify_reply(reply: bytes) -> int | None:

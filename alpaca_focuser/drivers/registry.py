@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 #: config name -> "module:class". Order matters for probing: see probe.py.
 SERIAL_DRIVER_CLASSES: dict[str, str] = {
     "moonlite": "alpaca_focuser.drivers.moonlite:MoonliteDriver",
+    "myfp2": "alpaca_focuser.drivers.myfp2:MyFP2Driver",
     "pegasus": "alpaca_focuser.drivers.pegasus:PegasusDriver",
 }
 

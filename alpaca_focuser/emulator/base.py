@@ -4,7 +4,8 @@ A firmware does no I/O and starts no threads. The link feeds it the bytes the ho
 (paced like a real line and USB adapter if asked), calls ``boot`` whenever the host opens the port (an Arduino or
 ESP32 resets on DTR), and timestamps each command as it completes (``commands`` grows by one per command, and the
 link notes the arrival time of the chunk that finished it). A firmware that reboots on open models its own deaf
-boot window (the link's ``boot_delay`` is a simpler stand-in for firmwares that do not).
+boot window (the link's ``boot_delay`` is a simpler stand-in for firmwares that do not). A firmware may declare its
+line speed as an int ``baud`` attribute: the link then understands the client only at that speed.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class MyFP2Firmware:
         #: Whether a probe is plugged in. The firmware looks for it at boot only.
         self.probe_connected = probe
         #: Whether the 12 V motor supply is on: the Nano ignores moves without it (stepper power detect).
-        self.stepper_power = True
+        self.stepper_power: bool = True
         self.commands: list[str] = []
         self.command_counts: collections.Counter[str] = collections.Counter()
         #: Frames that were unknown or malformed (also logged as warnings).
@@ -86,6 +86,7 @@ class MyFP2Firmware:
         self.saves = 0  #: EEPROM writes so far
         self._boot_until = float("-inf")
         self._saved = settings
+        self.settings: Settings = settings.copy()  # what it runs with; reloaded from the saved copy on boot
         self._saved_position = start
         self._offset = 0  # physical position - the firmware's counter (changes on sync and on reboot)
         self._requests = RequestFramer(MAX_FRAME_CHARS, skip="\r\n" if self.profile.ignores_line_endings else "")

@@ -29,6 +29,11 @@ and ``line_baud`` (each byte takes its time on the wire: ~1.04 ms at 9600 8N1).
 ``command_log`` holds ``(arrival time, command)`` pairs, the time being
 ``time.monotonic()`` when the chunk that completed the command was read;
 ``output_log`` holds ``(time, bytes)`` of every write to the host.
+
+A firmware that declares its line speed (an int ``baud`` attribute, as the myFocuserPro2 one does: 9600 on a
+Nano, 115200 on an ESP32) is only understood at that speed: the link reads the speed the client set on the pty
+(the master sees the slave's termios) and, when it differs, drops what the client sends and garbles what the
+firmware sends (high-bit bytes, never a terminator), as a UART at the wrong baud rate does.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import math
 import os
 import queue
 import select
+import termios
 import threading
 import time
 import tty
@@ -96,6 +102,7 @@ class PtyLink:
         self.open_count = 0  #: client opens detected so far
         self.boot_ignored_bytes = 0  #: input bytes discarded while "booting"
         self.boot_ignored_commands = 0  #: command terminators (``#`` or newline) among them
+        self.wrong_baud_bytes = 0  #: input bytes discarded because the client's baud rate is not the firmware's
         self.client_open = False
         self.command_log: list[tuple[float, str]] = []  #: (monotonic arrival time, command), in order
         self.output_log: list[tuple[float, bytes]] = []  #: (monotonic time, bytes) of every write to the host
@@ -323,6 +330,10 @@ class PtyLink:
             self.boot_ignored_commands += data.count(b"#") + data.count(b"\n")
             logger.debug("booting, ignored %r", data)
             return
+        if not self._baud_matches():
+            self.wrong_baud_bytes += len(data)
+            logger.debug("wrong baud rate, ignored %r", data)
+            return
         with self.lock:
             seen = len(self.firmware.commands)
             replies = self.firmware.feed_replies(data)
@@ -362,10 +373,23 @@ class PtyLink:
         while self._out and self._out[0][0] <= now:
             self._write(self._out.popleft()[1])
 
+    def _baud_matches(self) -> bool:
+        """Whether the client's line speed is the firmware's (always, for a firmware that declares none)."""
+        wanted = getattr(self.firmware, "baud", None)
+        if not isinstance(wanted, int) or self._master is None:
+            return True
+        try:
+            speed = termios.tcgetattr(self._master)[5]  # the slave's output speed, as the client set it
+        except termios.error:
+            return True
+        return bool(speed == getattr(termios, f"B{wanted}", speed))
+
     def _write(self, data: bytes) -> None:
         if self._master is None:
             logger.warning("unplugged: dropping %r", data)
             return
+        if not self._baud_matches():
+            data = bytes((byte ^ 0x5A) | 0x80 for byte in data)  # what a UART at another speed makes of it
         # Logged before the write, so whoever has read these bytes finds them in the log.
         self.output_log.append((time.monotonic(), data))
         try:

@@ -243,7 +243,7 @@ class FocuserDevice:
         """Description of the device (not the driver), at most 64 characters for FITS headers."""
         text = self.cfg.description
         if not text:
-            # A serial driver names its controller (and, once connected, the firmware): "Pegasus Astro DMFC on ..."
+            # A serial driver's own (its dialect's): the controller, the port, the firmware once connected.
             text = ("Simulated focuser" if self.cfg.driver == "simulator"
                     else self.driver.capabilities().description)
         return text[:64]
