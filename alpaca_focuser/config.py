@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-DRIVERS = ("simulator", "moonlite")
+DRIVERS = ("simulator", "moonlite", "auto")
+AUTO = "auto"  # probe the port at connect and drive the serial controller that answers (drivers/auto.py)
 MOONLITE_STEP_DELAY_CODES = (2, 4, 8, 16, 32)  # SD 02, 04, 08, 10, 20: fastest to slowest
 MOONLITE_MAX_POSITION = 65535
 INT32_MAX = 2**31 - 1
@@ -66,9 +67,9 @@ class FocuserConfig:
     # simulator: steps per second; moonlite: the step-delay code (2, 4, 8, 16, 32) or None to leave it alone
     speed: int | None = None
     temperature: float = 10.0  # simulator only: the starting ambient temperature, deg C
-    # moonlite only
+    # serial drivers (and auto)
     port: str | None = None
-    baud: int = 9600
+    baud: int | None = 9600  # None only with driver = "auto" and no baud set: each controller at its own speed
     half_step: bool | None = None
     read_timeout: float = 0.5
     # false keeps the table (and so every later focuser's device number) but does not serve it
@@ -97,14 +98,16 @@ class KeyInfo:
     optional: bool = False  # may be left unset (an empty field removes the key)
 
 
-SERIAL_DRIVERS = ("moonlite",)
+SERIAL_DRIVERS = ("moonlite",)  # the registered serial drivers (drivers/registry.py)
+PORT_DRIVERS = (*SERIAL_DRIVERS, AUTO)  # the drivers that talk to a serial port
 
 #: Every ``[[focuser]]`` key, in the order the settings page shows them.
 FOCUSER_KEYS: tuple[KeyInfo, ...] = (
     KeyInfo("name", "Name", "Name shown to clients (Alpaca Name)", "text"),
     KeyInfo("description", "Description", "Alpaca Description; empty: the driver's own (at most 64 characters "
             "are reported)", "text", optional=True),
-    KeyInfo("driver", "Driver", "The hardware behind this focuser", "choice", choices=DRIVERS, applies=RESTART),
+    KeyInfo("driver", "Driver", "The hardware behind this focuser; auto finds which serial controller answers on "
+            "the port when connecting", "choice", choices=DRIVERS, applies=RESTART),
     KeyInfo("max_step", "Maximum step (MaxStep)", "Highest position; Move targets beyond 0..MaxStep are clamped",
             "int", unsafe_while_moving=True),
     KeyInfo("max_increment", "Maximum increment (MaxIncrement)", "The longest single move, in steps", "int",
@@ -116,17 +119,18 @@ FOCUSER_KEYS: tuple[KeyInfo, ...] = (
     KeyInfo("temp_comp_available", "Temperature compensation available", "Whether TempComp may be switched on",
             "bool"),
     KeyInfo("speed", "Speed", "Simulator: steps per second. Moonlite: step-delay code 2 (fastest), 4, 8, 16 or 32 "
-            "(slowest); empty keeps the controller's setting", "int", optional=True, applies=RECONNECT),
+            "(slowest); empty keeps the controller's setting", "int", optional=True, applies=RECONNECT,
+            drivers=tuple(d for d in DRIVERS if d != AUTO)),  # its meaning depends on the controller
     KeyInfo("temperature", "Starting temperature (°C)", "Simulator only: the ambient temperature at start-up",
             "number", drivers=("simulator",), applies=RESTART),
-    KeyInfo("port", "Serial port", "Preferably a /dev/serial/by-id/... path", "text", drivers=SERIAL_DRIVERS,
+    KeyInfo("port", "Serial port", "Preferably a /dev/serial/by-id/... path", "text", drivers=PORT_DRIVERS,
             applies=RECONNECT),
-    KeyInfo("baud", "Baud rate", "Serial speed of the controller", "int", drivers=SERIAL_DRIVERS,
-            applies=RECONNECT),
+    KeyInfo("baud", "Baud rate", "Serial speed of the controller. Auto: empty tries each controller at its own "
+            "speed; set, only this one", "int", drivers=PORT_DRIVERS, applies=RECONNECT),
     KeyInfo("half_step", "Half step", "Half- or full-stepping; unset keeps the controller's setting", "bool",
             drivers=("moonlite",), optional=True, applies=RECONNECT),
     KeyInfo("read_timeout", "Reply timeout (s)", "Seconds to wait for a reply from the controller", "number",
-            drivers=SERIAL_DRIVERS, applies=RECONNECT),
+            drivers=PORT_DRIVERS, applies=RECONNECT),
     KeyInfo("enabled", "Enabled", "Off: not served from the next start; the table keeps its place so no other "
             "focuser's device number changes", "bool", applies=RESTART),
 )
@@ -311,6 +315,8 @@ def _focuser(data: Any, index: int, source: str) -> FocuserConfig:
             if key in t.data:
                 raise t.fail(key, 'only applies to driver = "moonlite"')
         return replace(cfg, speed=cfg.speed or 2000)
+    if driver == AUTO:
+        return _auto(t, cfg)
     if cfg.port is None:
         raise t.fail("port", 'is required for driver = "moonlite" (e.g. "/dev/serial/by-id/usb-..."; '
                              "`alpaca-focuser ports` lists them)")
@@ -321,6 +327,21 @@ def _focuser(data: Any, index: int, source: str) -> FocuserConfig:
         raise t.fail("speed", "for driver = \"moonlite\" is the step-delay code: one of 2 (fastest), 4, 8, 16, "
                               f"32 (slowest), got {cfg.speed}")
     return cfg
+
+
+def _auto(t: _Table, cfg: FocuserConfig) -> FocuserConfig:
+    """``driver = "auto"``: a port; no key that only means something to one controller (it could reach another);
+    ``baud`` unset means each controller's own speed. ``max_step`` is checked against the controller found."""
+    if cfg.port is None:
+        raise t.fail("port", 'is required for driver = "auto" (e.g. "/dev/serial/by-id/usb-..."; '
+                             "`alpaca-focuser ports --probe` lists them with what answers)")
+    for key in t.data:
+        drivers = KEYS_BY_NAME[key].drivers if key in KEYS_BY_NAME else ()
+        if drivers and AUTO not in drivers:
+            raise t.fail(key, f'does not apply to driver = "auto": it means something different to each controller '
+                              f"({', '.join(drivers)}); name the driver to set it (`alpaca-focuser probe "
+                              f"{cfg.port}` tells which)")
+    return cfg if "baud" in t.data else replace(cfg, baud=None)
 
 
 def parse_config(data: dict[str, Any], source: str) -> Config:

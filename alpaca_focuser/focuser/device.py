@@ -186,8 +186,9 @@ class FocuserDevice:
         """Description of the device (not the driver), at most 64 characters for FITS headers."""
         text = self.cfg.description
         if not text:
-            text = ("Simulated focuser" if self.cfg.driver == "simulator"
-                    else f"Moonlite-compatible focuser on {self.cfg.port}")
+            # A serial driver names its controller and port, and the firmware once connected (with driver = "auto":
+            # the controller that answered the probe).
+            text = "Simulated focuser" if self.cfg.driver == "simulator" else self.driver.capabilities().description
         return text[:64]
 
     def driver_info(self) -> str:
