@@ -87,8 +87,9 @@ def test_auto_config_refuses_a_key_that_means_something_else_to_each_controller(
 
 def test_the_shipped_config_documents_an_auto_table_that_loads() -> None:
     text = (REPO / "config.toml").read_text(encoding="utf-8")
-    block = text[text.index('# name = "Whatever is plugged in"') - len("# [[focuser]]\n"):]
-    table = "\n".join(line[2:] for line in block.splitlines() if line.startswith("# "))
+    start = text.index('# name = "Whatever is plugged in"') - len("# [[focuser]]\n")
+    block = text[start:text.index("\n\n", start)]
+    table = "\n".join(line[2:] for line in block.splitlines())
     cfg = parse_config(tomllib.loads(table), "config.toml").focusers[0]
     assert (cfg.driver, cfg.baud, cfg.max_step) == ("auto", 9600, 10000)
 
