@@ -142,9 +142,14 @@ def format_ports(ports: list[PortInfo], probed: dict[str, str] | None = None) ->
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from alpaca_focuser.drivers.probe import positive_seconds
+
     parser.add_argument("--probe", action="store_true",
                         help="also ask each USB serial port which focuser controller answers (queries only; a few "
                              "seconds per port, all ports at once)")
+    parser.add_argument("--timeout", type=positive_seconds, default=None, metavar="S",
+                        help="with --probe: how long each controller's handshake keeps trying (default: each "
+                             "protocol's own window)")
 
 
 NOT_PROBED = "not probed: not a USB adapter (often a console or Bluetooth); `alpaca-focuser probe {}` tries it"
@@ -159,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         usb = [p.best_path for p in ports if p.vid is not None]
         if usb:
             print(f"Probing {len(usb)} USB serial port(s)...", file=sys.stderr, flush=True)
-        results = {r.port: r.summary() for r in probe_ports(usb)}
+        results = {r.port: r.summary() for r in probe_ports(usb, timeout=args.timeout)}
         probed = {p.device: results.get(p.best_path) or NOT_PROBED.format(p.device) for p in ports}
     print(format_ports(ports, probed), end="")
     return 0

@@ -231,7 +231,8 @@ def probe_ports(ports: list[str], **options: object) -> Iterator[ProbeResult]:
 
 
 # --- alpaca-focuser probe PORT -----------------------------------------------------------------------------------
-def _positive(text: str) -> float:
+def positive_seconds(text: str) -> float:
+    """argparse type of ``--timeout``."""
     try:
         value = float(text)
     except ValueError:
@@ -249,7 +250,7 @@ def _baud(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("port", help="the serial port, e.g. /dev/ttyUSB0 or a /dev/serial/by-id/... path")
-    parser.add_argument("--timeout", type=_positive, default=None, metavar="S",
+    parser.add_argument("--timeout", type=positive_seconds, default=None, metavar="S",
                         help="how long each controller's handshake keeps trying (default: each protocol's own "
                              "window, which covers the boot of a board that resets when the port opens)")
     parser.add_argument("--baud", type=_baud, default=None, metavar="N",
