@@ -126,6 +126,20 @@ def test_auto_probes_on_the_worker_thread_and_close_cancels_it(make_auto: Any, s
     assert isinstance(failure[0], DriverError) and "cancelled" in failure[0].message
 
 
+def test_auto_close_while_the_chosen_driver_connects_lets_the_port_go(emulator: Any, make_auto: Any) -> None:
+    emu = emulator("moonlite", "moonlite", boot_delay=0.8)  # each open reboots: the chosen driver's connect waits
+    driver = make_auto(emu.device_path)
+    failure: list[BaseException] = []
+    worker = threading.Thread(target=lambda: _connect(driver, failure), name="motion-test")
+    worker.start()
+    wait_until(lambda: driver.last_probe is not None, timeout=10)  # the probe found it; the driver connects now
+    driver.close()
+    worker.join(10.0)
+    assert not worker.is_alive() and isinstance(failure[0], DriverError) and "cancelled" in failure[0].message
+    assert driver.inner is None and not any(t.name == "moonlite-Auto" for t in threading.enumerate())
+    wait_until(lambda: not emu.client_open, timeout=5)
+
+
 def _connect(driver: AutoDriver, failure: list[BaseException]) -> None:
     try:
         driver.connect()

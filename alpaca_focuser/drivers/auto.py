@@ -89,11 +89,13 @@ class AutoDriver(FocuserDriver):
         try:
             chosen.connect()
             self._check_range(chosen)
+            with self._lock:  # close() sets _closed, then closes what it finds here under the lock
+                if self._closed.is_set():
+                    raise self._cancelled()
+                self._inner = chosen
         except BaseException:
             chosen.close()
             raise
-        with self._lock:
-            self._inner = chosen
         log.info("%s: driving the %s controller found there (%s)", self.port, chosen.kind,
                  chosen.capabilities().description)
 
@@ -104,7 +106,7 @@ class AutoDriver(FocuserDriver):
             result = probe_port(self.port, baud=self.cfg.baud, timeout=self.probe_timeout,
                                 read_timeout=self.cfg.read_timeout, stop=self._closed)
         except Cancelled:
-            raise DriverError(f"Probing {self.port} was cancelled (shutting down)", SERIAL_PORT_ERROR) from None
+            raise self._cancelled() from None
         self.last_probe = result
         if result.port_error is not None:
             raise result.port_error
@@ -113,9 +115,13 @@ class AutoDriver(FocuserDriver):
             raise DriverError(f"No focuser controller answered on {self.port} (tried {result.tried}; is it powered, "
                               f"and is it one of these?)", DEVICE_NOT_RESPONDING)
         log.info("%s: %s answered the probe", self.port, result.summary())
-        self._closed.wait(REOPEN_PAUSE)  # the chosen driver reopens the port: a board that resets on open does so
+        if self._closed.wait(REOPEN_PAUSE):  # the chosen driver reopens the port: a board that resets does so
+            raise self._cancelled()
         # The driver the config would have built had it named this controller.
         return serial_driver_class(found.driver).from_config(replace(self.cfg, driver=found.driver, baud=found.baud))
+
+    def _cancelled(self) -> DriverError:
+        return DriverError(f"Connecting to {self.port} was cancelled (shutting down)", SERIAL_PORT_ERROR)
 
     def _check_range(self, driver: FocuserDriver) -> None:
         top = driver.capabilities().max_position
@@ -130,6 +136,7 @@ class AutoDriver(FocuserDriver):
             inner.disconnect()
 
     def close(self) -> None:
+        """At shutdown: a probe in progress stops, and a controller found meanwhile is let go."""
         self._closed.set()
         inner = self.inner
         if inner is not None:
