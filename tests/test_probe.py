@@ -27,14 +27,18 @@ from alpaca_focuser.drivers.ports import PortInfo, format_ports
 from alpaca_focuser.drivers.registry import SERIAL_DRIVER_CLASSES
 from alpaca_focuser.emulator.pty_link import PtyLink
 from alpaca_focuser.errors import SERIAL_PORT_ERROR
-from conftest import MALFORMED_FRAMES, REPO, started_until_teardown
+from conftest import REPO, started_until_teardown
 from emulated import (DEFAULT_PROFILES, FIRMWARE_VERSION, PROFILES, harmful, need_driver, only_queries, silent_pty,
                       start_emulator)
 
+#: Unsolicited noise that no protocol's reply grammar accepts. (A well-formed reply, such as Moonlite's "123#",
+#: arriving just after a query is indistinguishable from the answer on any of these protocols.)
+NOISE = (b"12G?#", b"\x00\x00#", b"\xff\xfe\x00", b"Z?!", b"#", b"1.2.?\r\n", b"\xfe\xff\r\n\x00\n",
+         b"OK_?#\n", b"F3 8#", bytes(range(0x80, 0x100)))
 WINDOW = 1.5  # each handshake's window here: > BOOT + a lost first query + one read timeout
 BOOT = 0.3  # boot delay of a board that resets on open, in these tests
 #: The order the probe must keep (see probe.py): only the registered ones are checked.
-SAFE_ORDER = ("pegasus", "myfp2", "moonlite")
+SAFE_ORDER = ("myfp2", "pegasus", "moonlite")
 
 
 @pytest.fixture
@@ -150,7 +154,7 @@ def test_probe_takes_no_garbage_for_a_controller(emulator: Any) -> None:
     noise = threading.Event()
 
     def shout() -> None:
-        for junk in itertools.cycle((*MALFORMED_FRAMES, bytes(range(0x80, 0x100)), b"\xfe\xff\r\n\x00\n")):
+        for junk in itertools.cycle(NOISE):
             if noise.wait(0.03):
                 return
             emu.send_garbage(junk)

@@ -5,18 +5,21 @@ probe owns the port only while a handshake runs and closes it after each try, so
 
 Order. Dialects are tried in the registry's order (registry.py), each at its own default baud; then, in the same
 order, at the other speeds their firmwares use (``LinkSettings.other_bauds``: an ESP32 myFocuserPro2 at 115200
-is rarer than a Nano at 9600). The registry lists Pegasus, then myFocuserPro2, then Moonlite, because of what
-each protocol's queries do to the other controllers:
+is rarer than a Nano at 9600). The registry lists myFocuserPro2, then Pegasus, then Moonlite, because of what
+each protocol's queries do to the other controllers (read from their firmware sources):
 
-* Pegasus first. Its queries (``#``, ``A``) are newline-terminated letters with no ``:`` and no digit: a
-  Moonlite firmware ignores bytes outside a ``:``...``#`` frame, and a myFocuserPro2 reads any frame's command
-  number with ``toInt()``, which is 0 (a position query) for them. The other way round is not as clean: the
-  ``:``/``#`` frames of the other two are not lines, so they would sit in a Pegasus's line buffer and garble its
-  next command; tried first, there are none yet.
-* myFocuserPro2 before Moonlite. A myFocuserPro2 reads Moonlite's ``:GV#`` as command ``toInt("GV")`` = 0 and
-  answers its position (``P5000#``), which Moonlite's version parser would take for firmware "P5000": a
-  myFocuserPro2 would be driven as a Moonlite. Moonlite firmware ignores myFocuserPro2's numbered commands
-  (``:03#``), so trying myFocuserPro2 first is safe for both.
+* myFocuserPro2 first. Its parser keeps the last command in its line buffer after the ``#`` (it clears the line
+  only on ``:``) and runs whatever the line holds at every ``#``: a bare ``#`` (Pegasus's identify query) would
+  run the previous session's last command again, a move if that was one. Boards that reset when the port opens
+  start with an empty line, but a Pro Micro (native USB) or a board with auto-reset disabled does not, and over
+  native USB the baud rate protects nothing. Probed first, its own handshake leaves a query in that line.
+  Its frames are harmless elsewhere: Moonlite firmware ignores unknown commands, and a Pegasus gets a line that
+  starts with ``:`` (no command) once its own probe sends a newline.
+* Pegasus before Moonlite. Its queries (``#``, ``A``) are letters and newlines: a Moonlite firmware runs only
+  known two-letter commands, which cannot be made of them.
+* Moonlite last. A myFocuserPro2 reads Moonlite's ``:GV#`` as command ``toInt("GV")`` = 0 and answers its
+  position (``P5000#``), which Moonlite's version parser takes for firmware "P5000": tried earlier, a
+  myFocuserPro2 would be driven as a Moonlite.
 
 Each try opens the port anew at the dialect's baud. A board that resets when the port opens (DTR) reboots on
 every open, so each try waits out its boot: in silence where the dialect says so (``wait_out_boot``), else by

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from alpaca_focuser.drivers.serial_engine import SerialEngine
 
-#: config name -> "module:class", in probing order (probe.py says why): "pegasus", then "myfp2", then "moonlite".
+#: config name -> "module:class", in probing order (probe.py says why): "myfp2", then "pegasus", then "moonlite".
 #: A new line goes where its protocol's queries confuse no controller tried after it.
 SERIAL_DRIVER_CLASSES: dict[str, str] = {
     "moonlite": "alpaca_focuser.drivers.moonlite:MoonliteDriver",
