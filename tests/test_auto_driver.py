@@ -187,10 +187,11 @@ def test_auto_reconnect_tries_the_first_choice_then_probes_again(emulator: Any, 
     first = emulator("moonlite", "moonlite", link)
     driver = make_auto(link)
     driver.connect()
-    assert first.open_count == 2  # the probe's handshake, then the chosen driver's
+    handshakes = first.firmware.command_counts
+    assert handshakes["GV"] == 2  # the probe's handshake, then the chosen driver's
     driver.disconnect()
     driver.connect()  # the same controller: its own handshake, no probe
-    assert driver.probes == 1 and first.open_count == 3
+    assert driver.probes == 1 and handshakes["GV"] == 3
     driver.disconnect()
     first.stop()
     for _ in silent_pty(link):  # something that does not answer is plugged in instead
@@ -199,7 +200,7 @@ def test_auto_reconnect_tries_the_first_choice_then_probes_again(emulator: Any, 
     assert driver.probes == 2
     again = emulator("moonlite", "clone", link)
     driver.connect()  # the first choice answers again: no probe
-    assert driver.probes == 2 and driver.status().connected and again.open_count == 1
+    assert driver.probes == 2 and driver.status().connected and again.firmware.command_counts["GV"] == 1
 
 
 @pytest.mark.parametrize(("protocol", "profile"), [p for p in DEFAULT_PROFILES if p[0] != "moonlite"])
