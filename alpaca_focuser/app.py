@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import falcon
 import waitress
 from waitress import trigger, wasyncore
 
-from alpaca_focuser.alpaca.device_api import DeviceResource
+from alpaca_focuser.alpaca.device_api import DEVICE_ROUTE, DeviceResource
 from alpaca_focuser.alpaca.management import add_management_routes
 from alpaca_focuser.alpaca.responses import TransactionCounter, send_text
 from alpaca_focuser.alpaca.setup_api import ApiCorsMiddleware
 from alpaca_focuser.alpaca.setup_pages import add_setup_routes
-from alpaca_focuser.config import Config
-from alpaca_focuser.drivers import create_driver
+from alpaca_focuser.config import Config, FocuserConfig
+from alpaca_focuser.drivers import FocuserDriver, create_driver
 from alpaca_focuser.focuser.device import FocuserDevice
 from alpaca_focuser.history import INTERVAL, HistorySampler
 from alpaca_focuser.settings import Settings
@@ -49,8 +49,10 @@ def build_devices(config: Config, store: StateStore) -> dict[int, FocuserDevice]
     for number, cfg in enumerate(config.focusers):
         if not cfg.enabled:
             continue
-        driver = create_driver(cfg, saved_position=store.position(number))
-        devices[number] = FocuserDevice(number, cfg, driver, store)
+        def factory(cfg: FocuserConfig, number: int = number) -> FocuserDriver:
+            return create_driver(cfg, saved_position=store.position(number))
+
+        devices[number] = FocuserDevice(number, cfg, factory(cfg), store, driver_factory=factory)
     return devices
 
 
@@ -68,9 +70,17 @@ def _serial_ports() -> list[tuple[str, str]]:
 
 
 def create_app(config: Config, devices: dict[int, FocuserDevice], settings: Settings | None = None,
-               sampler: HistorySampler | None = None) -> falcon.App:
-    """The Falcon app. ``settings`` and ``sampler`` default to fresh ones (tests that need no history thread)."""
-    middleware = [ApiCorsMiddleware(config.server.cors_origins)] if config.server.cors_origins else []
+               sampler: HistorySampler | None = None, discovery: Callable[[], Any] = lambda: None) -> falcon.App:
+    """The Falcon app. ``settings`` and ``sampler`` default to fresh ones (tests that need no history thread);
+    ``discovery`` returns the running discovery responder (or None), for its metrics."""
+    metrics = None
+    if config.server.metrics:
+        from alpaca_focuser.alpaca.metrics import ServerMetrics  # prometheus_client only when metrics are on
+
+        metrics = ServerMetrics(devices, discovery)
+    middleware: list[Any] = [metrics.requests] if metrics else []
+    if config.server.cors_origins:
+        middleware.append(ApiCorsMiddleware(config.server.cors_origins))
     app = falcon.App(media_type="application/json", middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.set_error_serializer(_plain_text_errors)
@@ -79,7 +89,9 @@ def create_app(config: Config, devices: dict[int, FocuserDevice], settings: Sett
     for device in devices.values():
         device.settings_writer = settings.write_keys  # type: ignore[attr-defined]  # persists learned settings
     counter = TransactionCounter()
-    app.add_route("/api/v1/{device_type}/{device_number}/{member}", DeviceResource(devices, counter))
+    app.add_route(DEVICE_ROUTE, DeviceResource(devices, counter, metrics.requests if metrics else None))
+    if metrics:
+        app.add_route("/metrics", metrics.resource)
     add_management_routes(app, devices, counter, config.server.location)
     add_setup_routes(app, devices, config.server.location, settings, sampler or HistorySampler(devices),
                      config.server.setup_password_hash, _serial_ports)
@@ -108,7 +120,7 @@ class FocuserServer:
         self.devices = build_devices(config, self.store)
         self.settings = Settings(config, self.devices)
         self.history = HistorySampler(self.devices, interval=history_interval)
-        self.app = create_app(config, self.devices, self.settings, self.history)
+        self.app = create_app(config, self.devices, self.settings, self.history, discovery=lambda: self.discovery)
         self.discovery: Any = None
         self._http: Any = None
         self._http_thread: threading.Thread | None = None

@@ -45,6 +45,7 @@ class ServerConfig:
     state_dir: str | None = None  # None: $STATE_DIRECTORY, else ~/.local/state/alpaca-focuser
     setup_password_hash: str | None = None  # from `alpaca-focuser hash-password`: Basic auth on settings writes
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the Alpaca API (CORS); "*" for any
+    metrics: bool = True  # serve GET /metrics (Prometheus)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,16 @@ class FocuserConfig:
     max_increment: int = 50000
     step_size: float | None = None
     absolute: bool = True
-    temp_comp_available: bool = False
+    # focusing features (alpaca_focuser/focuser/): all off by default
+    backlash_steps: int = 0
+    backlash_direction: str = "out"  # the direction of the final approach: "out" (increasing position) or "in"
+    reverse: bool = False
+    settle_ms: int = 0
+    temp_comp_available: bool | None = None  # None: true when the driver has a temperature sensor
+    temp_comp_coefficient: float = 0.0  # steps per deg C, signed, in the client's frame
+    temp_comp_threshold: float = 0.5  # deg C
+    temp_comp_window_s: float = 120.0
+    temp_comp_learn_idle_s: float = 600.0
     # simulator: steps per second; moonlite: the step-delay code (2, 4, 8, 16, 32) or None to leave it alone
     speed: int | None = None
     temperature: float = 10.0  # simulator only: the starting ambient temperature, deg C
@@ -100,6 +110,13 @@ class KeyInfo:
 
 SERIAL_DRIVERS = ("moonlite",)  # the registered serial drivers (drivers/registry.py)
 PORT_DRIVERS = (*SERIAL_DRIVERS, AUTO)  # the drivers that talk to a serial port
+BACKLASH_DIRECTIONS = ("out", "in")
+BACKLASH_STEPS_RANGE = (0, 10000)
+SETTLE_MS_RANGE = (0, 60000)
+TEMP_COMP_COEFFICIENT_RANGE = (-10000.0, 10000.0)
+TEMP_COMP_THRESHOLD_RANGE = (0.05, 10.0)
+TEMP_COMP_WINDOW_RANGE = (1.0, 3600.0)
+TEMP_COMP_LEARN_IDLE_RANGE = (1.0, 86400.0)
 
 #: Every ``[[focuser]]`` key, in the order the settings page shows them.
 FOCUSER_KEYS: tuple[KeyInfo, ...] = (
@@ -116,8 +133,30 @@ FOCUSER_KEYS: tuple[KeyInfo, ...] = (
             "NotImplemented)", "number", optional=True),
     KeyInfo("absolute", "Absolute", "Off makes a relative focuser: Move(n) moves n steps and Position is not "
             "available", "bool", unsafe_while_moving=True),
-    KeyInfo("temp_comp_available", "Temperature compensation available", "Whether TempComp may be switched on",
-            "bool"),
+    KeyInfo("backlash_steps", "Backlash (steps)", f"{BACKLASH_STEPS_RANGE[0]}..{BACKLASH_STEPS_RANGE[1]}: a move "
+            "that ends travelling against the final approach direction overshoots the target by this much and comes "
+            "back; 0 is off. Turn the imaging program's own backlash compensation off when you use this", "int"),
+    KeyInfo("backlash_direction", "Final approach", "The direction every move ends travelling in: out = increasing "
+            "position", "choice", choices=BACKLASH_DIRECTIONS),
+    KeyInfo("reverse", "Reverse", "The motor is mounted the other way round: client position p is motor position "
+            "MaxStep - p", "bool", unsafe_while_moving=True),
+    KeyInfo("settle_ms", "Settle time (ms)", f"{SETTLE_MS_RANGE[0]}..{SETTLE_MS_RANGE[1]}: IsMoving stays true "
+            "this long after the motor stops, while the mechanics settle", "int"),
+    KeyInfo("temp_comp_available", "Temperature compensation available", "Whether TempComp may be switched on; "
+            "unset: when the controller has a temperature sensor", "bool", optional=True),
+    KeyInfo("temp_comp_coefficient", "Compensation coefficient (steps/°C)",
+            f"{TEMP_COMP_COEFFICIENT_RANGE[0]:g}..{TEMP_COMP_COEFFICIENT_RANGE[1]:g}, signed: -12 moves out 12 "
+            "steps for every degree the tube cools", "number"),
+    KeyInfo("temp_comp_threshold", "Compensation threshold (°C)",
+            f"{TEMP_COMP_THRESHOLD_RANGE[0]:g}..{TEMP_COMP_THRESHOLD_RANGE[1]:g}: the smallest change of the "
+            "averaged temperature worth a move", "number"),
+    KeyInfo("temp_comp_window_s", "Temperature averaging (s)",
+            f"{TEMP_COMP_WINDOW_RANGE[0]:g}..{TEMP_COMP_WINDOW_RANGE[1]:g}: the temperature is averaged over this "
+            "many seconds, because probes are noisy", "number"),
+    KeyInfo("temp_comp_learn_idle_s", "Learning idle time (s)",
+            f"{TEMP_COMP_LEARN_IDLE_RANGE[0]:g}..{TEMP_COMP_LEARN_IDLE_RANGE[1]:g}: a client move followed by this "
+            "long without another is recorded as a (temperature, position) pair for the learned coefficient",
+            "number"),
     KeyInfo("speed", "Speed", "Simulator: steps per second. Moonlite: step-delay code 2 (fastest), 4, 8, 16 or 32 "
             "(slowest); empty keeps the controller's setting", "int", optional=True, applies=RECONNECT,
             drivers=tuple(d for d in DRIVERS if d != AUTO)),  # its meaning depends on the controller
@@ -254,6 +293,7 @@ def _server(data: Any, source: str) -> ServerConfig:
         state_dir=t.text("state_dir", d.state_dir, allow_empty=False),
         setup_password_hash=t.text("setup_password_hash", None),
         cors_origins=tuple(t.get("cors_origins", list, [])),
+        metrics=t.get("metrics", bool, d.metrics),
     )
     if cfg.setup_password_hash is not None:
         from alpaca_focuser.passwords import parse_hash
@@ -292,6 +332,10 @@ def _focuser(data: Any, index: int, source: str) -> FocuserConfig:
     max_increment = t.integer("max_increment", max_step, 1, INT32_MAX)
     if max_increment > max_step:
         raise t.fail("max_increment", f"must not exceed max_step ({max_step}), got {max_increment}")
+    backlash_direction = t.text("backlash_direction", d.backlash_direction)
+    if backlash_direction not in BACKLASH_DIRECTIONS:
+        raise t.fail("backlash_direction", f'must be "out" (final approach towards higher positions) or "in", '
+                                           f"got {backlash_direction!r}")
     cfg = FocuserConfig(
         name=t.text("name", f"Focuser {index}", allow_empty=False),
         driver=driver,
@@ -300,7 +344,17 @@ def _focuser(data: Any, index: int, source: str) -> FocuserConfig:
         max_increment=max_increment,
         step_size=t.number("step_size", None, 0.0, 10000.0, exclusive_lo=True),
         absolute=t.get("absolute", bool, d.absolute),
+        backlash_steps=t.integer("backlash_steps", d.backlash_steps, *BACKLASH_STEPS_RANGE),
+        backlash_direction=backlash_direction,
+        reverse=t.get("reverse", bool, d.reverse),
+        settle_ms=t.integer("settle_ms", d.settle_ms, *SETTLE_MS_RANGE),
         temp_comp_available=t.get("temp_comp_available", bool, d.temp_comp_available),
+        temp_comp_coefficient=t.number("temp_comp_coefficient", d.temp_comp_coefficient,
+                                       *TEMP_COMP_COEFFICIENT_RANGE),
+        temp_comp_threshold=t.number("temp_comp_threshold", d.temp_comp_threshold, *TEMP_COMP_THRESHOLD_RANGE),
+        temp_comp_window_s=t.number("temp_comp_window_s", d.temp_comp_window_s, *TEMP_COMP_WINDOW_RANGE),
+        temp_comp_learn_idle_s=t.number("temp_comp_learn_idle_s", d.temp_comp_learn_idle_s,
+                                        *TEMP_COMP_LEARN_IDLE_RANGE),
         speed=t.integer("speed", None, 1, 1_000_000),
         temperature=t.number("temperature", d.temperature, -60.0, 60.0),
         port=t.text("port", None, allow_empty=False),
@@ -310,6 +364,8 @@ def _focuser(data: Any, index: int, source: str) -> FocuserConfig:
         enabled=t.get("enabled", bool, d.enabled),
     )
     t.check_unknown()
+    if cfg.backlash_steps > max_step:
+        raise t.fail("backlash_steps", f"must not exceed max_step ({max_step}), got {cfg.backlash_steps}")
     if driver == "simulator":
         for key in ("port", "half_step"):
             if key in t.data:

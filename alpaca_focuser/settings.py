@@ -105,22 +105,13 @@ class Settings:
         device = self.devices.get(index)
         if device is None or index >= len(self.saved.focusers):
             return {}
-        started = self.started.focusers[index]
-        saved = self.saved.focusers[index]
         result: dict[str, str] = {}
-        for key in _differences(started, saved):
+        for key in _differences(device.cfg, self.saved.focusers[index]):
             info = KEYS_BY_NAME.get(key)
             if info is not None and info.applies != LIVE:
-                result[key] = self._when(device, info.applies)
+                reconnect = info.applies == RECONNECT and device.reconnect_applies_settings
+                result[key] = "reconnect" if reconnect else "restart"
         return result
-
-    @staticmethod
-    def _when(device: FocuserDevice, applies: str) -> str:
-        # A reconnect only helps once the device rebuilds its driver from the new settings when it connects;
-        # until a device says it does, such keys honestly wait for the next start.
-        if applies == RECONNECT and getattr(device, "reconnect_applies_settings", False):
-            return "reconnect"
-        return "restart"
 
     # --- writing ---------------------------------------------------------------------------------------------
     def _rejected(self, exc: ConfigError, index: int, submitted: dict[str, Any]) -> SettingsRejected:
@@ -181,13 +172,14 @@ class Settings:
 
     @staticmethod
     def _live_view(device: FocuserDevice, new: FocuserConfig) -> FocuserConfig:
-        """What the running focuser should become: the new values of live keys, the running values of the rest
-        (the driver was built from those)."""
+        """What the running focuser should become: the new values of the keys it can take without a restart
+        (live ones at once, reconnect ones at its next Connect), the running values of the rest."""
         from dataclasses import replace
 
-        live = {k: getattr(new, k) for k in _differences(device.cfg, new)
-                if KEYS_BY_NAME.get(k) is not None and KEYS_BY_NAME[k].applies == LIVE}
-        return replace(device.cfg, **live)
+        takes = (LIVE, RECONNECT) if device.reconnect_applies_settings else (LIVE,)
+        keys = {k: getattr(new, k) for k in _differences(device.cfg, new)
+                if KEYS_BY_NAME.get(k) is not None and KEYS_BY_NAME[k].applies in takes}
+        return replace(device.cfg, **keys)
 
     def _restore(self, old_text: str | None) -> None:
         """Put the file back as it was before a save that the running focuser refused."""

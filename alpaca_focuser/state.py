@@ -1,4 +1,10 @@
-"""The small persistent state file: each focuser's UniqueID and last known position.
+"""The small persistent state file: each focuser's UniqueID, last known position and focusing state.
+
+Positions here are motor positions (what the controller counts), not the client's: with ``reverse`` the client
+sees ``max_step - motor``, and keeping the motor frame on disk means a change of ``reverse`` or ``max_step``
+between runs maps them correctly. Besides the position, a focuser's entry holds ``temp_comp`` (whether TempComp
+was on) and ``temp_comp_pairs`` (the learned (temperature, position) pairs); these are written when they change,
+never on a timer.
 
 Saved atomically (temp file, fsync, rename, fsync of the directory) so a power cut mid-write leaves either the
 old or the new file, never a torn one: losing the focuser's position costs a user a whole re-focus.
@@ -6,6 +12,7 @@ old or the new file, never a torn one: losing the focuser's position costs a use
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -80,6 +87,21 @@ class StateStore:
             if entry.get("position") == position:
                 return
             entry["position"] = position
+            self._save_locked()
+
+    def get(self, device_number: int, key: str, default: Any = None) -> Any:
+        """Another saved value of a focuser (e.g. ``temp_comp``), or ``default``. The caller checks its type:
+        the file may have been edited by hand."""
+        with self._lock:
+            return copy.deepcopy(self._entry(device_number).get(key, default))
+
+    def update(self, device_number: int, **values: Any) -> None:
+        """Save values of a focuser (JSON types); writes the file only when something changed."""
+        with self._lock:
+            entry = self._entry(device_number)
+            if all(key in entry and entry[key] == value for key, value in values.items()):
+                return
+            entry.update(copy.deepcopy(values))  # a copy: a caller mutating its list must not bypass the check
             self._save_locked()
 
     def _save_locked(self) -> None:

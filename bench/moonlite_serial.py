@@ -87,17 +87,22 @@ def serial_rate(emu: MoonliteEmulator, port: int, clients: int) -> tuple[float, 
     return (c1 - c0) / (t1 - t0), (n1 - n0) / (t1 - t0), sum(failures)
 
 
-def watch_fq(emu: MoonliteEmulator) -> list[float]:
-    """Wrap the firmware's input so every ``:FQ#`` frame's arrival is timestamped (monotonic)."""
-    arrivals: list[float] = []
+def watch_frames(emu: MoonliteEmulator, frames: tuple[bytes, ...]) -> dict[bytes, list[float]]:
+    """Monotonic arrival times of each of ``frames`` (e.g. ``b":FQ#"``) as the emulator reads them.
+
+    Wraps the firmware's input on this instance only (the emulator is not modified). When the emulator keeps a
+    timestamped command log of its own, read arrivals from that log here; the benchmarks depend only on this."""
+    arrivals: dict[bytes, list[float]] = {frame: [] for frame in frames}
     original = emu.firmware.feed_replies
-    tail = bytearray()  # the frame may in principle arrive split across two reads
+    tail = bytearray()  # a frame may arrive split across two reads
 
     def feed_replies(data: bytes) -> list[bytes]:
         now = time.monotonic()
         window = bytes(tail) + data
-        arrivals.extend(now for _ in range(window.count(b":FQ#") - bytes(tail).count(b":FQ#")))
-        tail[:] = window[-3:]
+        for frame in frames:
+            new = window.count(frame) - bytes(tail).count(frame)
+            arrivals[frame].extend(now for _ in range(new))
+        tail[:] = window[-8:]
         return original(data)
 
     emu.firmware.feed_replies = feed_replies  # type: ignore[method-assign]  # instance-level wrap only
@@ -115,7 +120,7 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
 def measure_halts(emu: MoonliteEmulator, server: FocuserServer, client: AlpacaHttp
                   ) -> tuple[list[float], list[float], list[float]]:
     """(request -> FQ at the emulator, HTTP round trip of the PUT, driver.halt() -> FQ written), in seconds."""
-    arrivals = watch_fq(emu)
+    arrivals = watch_frames(emu, (b":FQ#",))[b":FQ#"]
     driver: Any = server.devices[0].driver
     to_fq: list[float] = []
     rtt: list[float] = []

@@ -203,7 +203,7 @@ def test_every_property_reads_with_the_right_type(focuser_under_test) -> None:
     assert isinstance(position, int) and 0 <= position <= max_step
     step_size = f.StepSize
     assert isinstance(step_size, float) and step_size == pytest.approx(4.5)
-    assert f.TempCompAvailable is False
+    assert f.TempCompAvailable is extra["has_temperature"]  # temp_comp_available unset: the sensor decides
     assert f.TempComp is False
     if extra["has_temperature"]:
         temperature = f.Temperature
@@ -298,7 +298,9 @@ def test_max_increment_violation_is_invalid_value(focuser_under_test) -> None:
 
 
 def test_temp_comp_not_available_refuses_true(focuser_under_test) -> None:
-    f, _, _ = focuser_under_test
+    _, _, extra = focuser_under_test
+    harness: Harness = extra["harness"]
+    f = harness.client(harness.make_server({"temp_comp_available": False}))
     connect(f)
     assert f.TempCompAvailable is False
     with pytest.raises(NotImplementedException):

@@ -171,6 +171,25 @@ def test_toml_syntax_error_unclosed_table(tmp_path: Path) -> None:
     ("[telescope]\nport = 1\n", "telescope", ["unknown section"]),
     ("server = 5\n", "server", ["table"]),
     ('[[focuser]]\nname = "A"\n[[focuser]]\nname = "B"\nmax_stpe = 1\n', "max_stpe", ["focuser #1", "unknown key"]),
+    # focusing features
+    ("[[focuser]]\nbacklash_steps = -1\n", "backlash_steps", ["between 0 and 10000", "-1"]),
+    ("[[focuser]]\nbacklash_steps = 20000\n", "backlash_steps", ["between 0 and 10000"]),
+    ("[[focuser]]\nmax_step = 500\nbacklash_steps = 600\n", "backlash_steps", ["max_step (500)", "600"]),
+    ("[[focuser]]\nbacklash_steps = 12.5\n", "backlash_steps", ["integer"]),
+    ('[[focuser]]\nbacklash_direction = "up"\n', "backlash_direction", ['"out"', '"in"', "'up'"]),
+    ('[[focuser]]\nbacklash_direction = "OUT"\n', "backlash_direction", ["'OUT'"]),
+    ('[[focuser]]\nreverse = "yes"\n', "reverse", ["true or false"]),
+    ("[[focuser]]\nsettle_ms = -5\n", "settle_ms", ["between 0 and 60000"]),
+    ("[[focuser]]\nsettle_ms = 0.5\n", "settle_ms", ["integer"]),
+    ('[[focuser]]\ntemp_comp_available = "auto"\n', "temp_comp_available", ["true or false"]),
+    ("[[focuser]]\ntemp_comp_coefficient = 20000\n", "temp_comp_coefficient", ["-10000", "10000", "20000"]),
+    ('[[focuser]]\ntemp_comp_coefficient = "-12"\n', "temp_comp_coefficient", ["number"]),
+    ("[[focuser]]\ntemp_comp_threshold = 0\n", "temp_comp_threshold", ["at least 0.05"]),
+    ("[[focuser]]\ntemp_comp_threshold = 11\n", "temp_comp_threshold", ["at most 10"]),
+    ("[[focuser]]\ntemp_comp_window_s = 0.5\n", "temp_comp_window_s", ["at least 1"]),
+    ("[[focuser]]\ntemp_comp_window_s = 7200\n", "temp_comp_window_s", ["at most 3600"]),
+    ("[[focuser]]\ntemp_comp_learn_idle_s = 0\n", "temp_comp_learn_idle_s", ["at least 1"]),
+    ("[[focuser]]\ntemp_comp_learn_idle_s = 100000\n", "temp_comp_learn_idle_s", ["at most 86400"]),
 ])
 def test_each_mistake_has_a_clear_message(tmp_path: Path, text: str, key: str, words: list[str]) -> None:
     message = error_of(write(tmp_path, text))
@@ -245,3 +264,30 @@ def test_the_config_knows_every_serial_driver_the_registry_builds() -> None:
     for name in SERIAL_DRIVERS:
         cls = serial_driver_class(name)
         assert cls.DIALECT.name == name and callable(cls.from_config)
+
+
+def test_focusing_keys_load_with_their_defaults_and_values(tmp_path: Path) -> None:
+    default = load_config(write(tmp_path, GOOD_FOCUSER, "d.toml")).focusers[0]
+    assert (default.backlash_steps, default.backlash_direction, default.reverse, default.settle_ms) == \
+        (0, "out", False, 0)
+    assert default.temp_comp_available is None  # unset: the driver's sensor decides
+    assert (default.temp_comp_coefficient, default.temp_comp_threshold, default.temp_comp_window_s,
+            default.temp_comp_learn_idle_s) == (0.0, 0.5, 120.0, 600.0)
+    text = GOOD_FOCUSER + ('backlash_steps = 120\nbacklash_direction = "in"\nreverse = true\nsettle_ms = 750\n'
+                           "temp_comp_available = false\ntemp_comp_coefficient = -12\ntemp_comp_threshold = 0.25\n"
+                           "temp_comp_window_s = 60\ntemp_comp_learn_idle_s = 900\n")
+    f = load_config(write(tmp_path, text, "f.toml")).focusers[0]
+    assert (f.backlash_steps, f.backlash_direction, f.reverse, f.settle_ms, f.temp_comp_available) == \
+        (120, "in", True, 750, False)
+    assert (f.temp_comp_coefficient, f.temp_comp_threshold, f.temp_comp_window_s, f.temp_comp_learn_idle_s) == \
+        (-12.0, 0.25, 60.0, 900.0)
+
+
+def test_every_focuser_key_is_documented_in_the_shipped_config_and_the_readme() -> None:
+    from dataclasses import fields
+
+    shipped = SHIPPED.read_text(encoding="utf-8")
+    readme = (SHIPPED.parent / "README.md").read_text(encoding="utf-8")
+    for f in fields(FocuserConfig):
+        assert f"{f.name} =" in shipped, f"{f.name} is not in config.toml"
+        assert f"`{f.name}`" in readme, f"{f.name} is not in the README's key table"

@@ -438,7 +438,7 @@ def test_identity_members_answer_while_disconnected(app_factory: Callable[..., C
     assert description and len(description) <= 64
     assert value(client, "driverinfo")
     assert re.fullmatch(r"\d+\.\d+", value(client, "driverversion"))
-    assert value(client, "supportedactions") == ["SyncPosition"]
+    assert value(client, "supportedactions") == ["SyncPosition", "TempCompLearned", "SimulatorSetTemperature"]
 
 
 def test_description_from_config(app_factory: Callable[..., Client]) -> None:
@@ -583,7 +583,8 @@ def test_move_while_disconnected_does_not_move(client: Client) -> None:
 
 # --- ASCOM semantics: temperature compensation, step size, temperature ---------------------------------------------
 
-def test_temp_comp_unavailable(client: Client) -> None:
+def test_temp_comp_unavailable(app_factory: Callable[..., Client]) -> None:
+    client = app_factory({**FAST, "temp_comp_available": False})
     connect(client)
     assert value(client, "tempcompavailable") is False
     assert value(client, "tempcomp") is False

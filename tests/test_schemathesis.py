@@ -48,7 +48,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # Two focusers so that device_number is not always 0, and so both TempComp branches are reachable:
 # focuser 1 has temperature compensation, focuser 0 does not.
 FOCUSERS = (
-    {"name": "Schemathesis focuser 0", "speed": 20000, "step_size": 4.5},
+    {"name": "Schemathesis focuser 0", "speed": 20000, "step_size": 4.5, "temp_comp_available": False},
     {"name": "Schemathesis focuser 1", "speed": 20000, "max_step": 20000, "max_increment": 5000,
      "temp_comp_available": True},
 )

@@ -92,17 +92,29 @@ def test_new_limits_govern_the_next_move(make: Any) -> None:
     assert device.position() == 700
 
 
-def test_keys_the_driver_was_built_from_wait_for_the_next_start_and_say_so(make: Any) -> None:
+def test_keys_the_driver_was_built_from_wait_for_the_next_connect_or_start_and_say_so(make: Any) -> None:
     settings, devices, path = make()
+    connect(devices[0])
     result = settings.save_focuser(0, {"speed": "100", "temperature": "3.5", "name": "Both"})
     assert result.applied == ["name"]
-    assert sorted(result.restart) == ["speed", "temperature"]
-    assert "Takes effect when the server restarts: speed, temperature" in result.message()
+    assert result.reconnect == ["speed"] and result.restart == ["temperature"]
+    assert "Takes effect when the focuser reconnects (Disconnect, then Connect): speed" in result.message()
+    assert "Takes effect when the server restarts: temperature" in result.message()
     assert devices[0].cfg.speed == 20000 and devices[0].cfg.temperature == 10.0
-    assert settings.pending(0) == {"speed": "restart", "temperature": "restart"}
+    assert settings.pending(0) == {"speed": "reconnect", "temperature": "restart"}
     assert load_config(path).focusers[0].speed == 100
     # a later save of something else still reports what is waiting
-    assert sorted(settings.save_focuser(0, {"step_size": "2"}).restart) == ["speed", "temperature"]
+    later = settings.save_focuser(0, {"step_size": "2"})
+    assert (later.reconnect, later.restart) == (["speed"], ["temperature"])
+    # Disconnect and Connect: the driver is rebuilt from the saved speed; the position is kept
+    devices[0].move(400)
+    wait_until(lambda: not devices[0].is_moving(), timeout=5)
+    devices[0].set_connected(False)
+    devices[0].set_connected(True)
+    assert devices[0].cfg.speed == 100 and devices[0].cfg.temperature == 10.0
+    assert "100 steps/s" in devices[0].driver.capabilities().description
+    assert devices[0].position() == 400
+    assert settings.pending(0) == {"temperature": "restart"}
 
 
 def test_an_invalid_value_changes_nothing_and_names_the_field(make: Any) -> None:

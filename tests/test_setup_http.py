@@ -138,7 +138,8 @@ def test_cors_preflight_for_a_listed_origin(cors_server: FocuserServer) -> None:
         "Access-Control-Request-Headers": "content-type"})
     assert pre.status_code == 200
     assert pre.headers["Access-Control-Allow-Origin"] == origin
-    assert {"GET", "PUT"} <= {m.strip() for m in pre.headers["Access-Control-Allow-Methods"].split(",")}
+    # exactly the member's own verbs (its Allow header): Move is PUT only
+    assert {m.strip() for m in pre.headers["Access-Control-Allow-Methods"].split(",")} == {"PUT", "OPTIONS"}
     assert pre.headers["Access-Control-Allow-Headers"] == "content-type"
     got = requests.get(base(cors_server) + "/management/v1/configureddevices", headers={"Origin": origin}, timeout=5)
     assert got.headers["Access-Control-Allow-Origin"] == origin and got.json()["ErrorNumber"] == 0
@@ -279,3 +280,26 @@ def test_docker_volume_without_a_config_saves_there_and_the_next_start_reads_it(
                 assert config.path == str(data / "config.toml") and name == "Saved in the volume"
         finally:
             server.stop()
+
+
+def test_a_new_serial_port_is_used_from_the_next_connect(make_emu: Any,
+                                                         server_factory: Callable[..., FocuserServer]) -> None:
+    """The focuser moved to another USB socket: save the new port, Disconnect, Connect, and the server talks to the
+    controller on the new port, with its position, without a restart."""
+    old_port, new_port = make_emu(position=1111), make_emu(position=2222)
+    server = server_factory({"name": "Moonlite", "driver": "moonlite", "port": str(old_port.link_path),
+                             "max_step": 20000})
+    api = f"{base(server)}/api/v1/focuser/0"
+    assert requests.put(f"{api}/connected", data={"Connected": "true"}, timeout=30).json()["ErrorNumber"] == 0
+    assert requests.get(f"{api}/position", timeout=5).json()["Value"] == 1111
+    saved = post(server, "/setup/v1/focuser/0/settings", {"port": str(new_port.link_path), "speed": "4"})
+    assert saved.status_code == 200, saved.text
+    assert sorted(saved.json()["reconnect"]) == ["port", "speed"] and saved.json()["restart"] == []
+    assert requests.get(f"{api}/position", timeout=5).json()["Value"] == 1111  # still the old port until then
+    for value in ("false", "true"):
+        reply = requests.put(f"{api}/connected", data={"Connected": value}, timeout=30).json()
+        assert reply["ErrorNumber"] == 0, reply
+    assert requests.get(f"{api}/position", timeout=5).json()["Value"] == 2222
+    assert new_port.firmware.command_counts["SD"] == 1 and new_port.firmware.step_delay == 4
+    assert server.devices[0].cfg.port == str(new_port.link_path)
+    assert not old_port.client_open  # the old port was closed, not left open

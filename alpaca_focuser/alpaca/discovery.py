@@ -234,6 +234,7 @@ class DiscoveryResponder:
         self._lock = threading.Lock()
         self.replies_sent = 0
         self.requests_ignored = 0  # every datagram not answered: malformed, rate-limited, wrong interface
+        self.requests_rate_limited = 0  # of those, the ones the per-sender rate limit dropped
 
     @property
     def ipv4_port(self) -> int | None:
@@ -398,6 +399,7 @@ class DiscoveryResponder:
             log.debug("Alpaca discovery: %s asked on an interface without the HTTP address; not answering", addr)
             return False
         if not self._limiter.allow(str(addr[0]), time.monotonic()):
+            self.requests_rate_limited += 1
             return False
         try:
             if bound is True:

@@ -44,10 +44,14 @@ def envelope(client_transaction_id: int, server_transaction_id: int, *, error_nu
     return reply
 
 
+# One encoder for every reply: json.dumps with options builds a new JSONEncoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def send_json(resp: falcon.Response, body: dict[str, Any]) -> None:
     resp.status = falcon.HTTP_200
     resp.content_type = "application/json"
-    resp.text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    resp.text = _ENCODER.encode(body)
 
 
 def send_text(resp: falcon.Response, status: str, message: str) -> None:

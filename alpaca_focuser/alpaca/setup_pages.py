@@ -189,7 +189,7 @@ class FocuserSetupPage:
                  "</div></section>")
         saved = self.settings.saved.focusers[number] if number < len(self.settings.saved.focusers) else cfg
         form = render_settings_form(number, saved, self.settings.raw_table(number), self.settings.pending(number),
-                                    bool(getattr(device, "reconnect_applies_settings", False)))
+                                    device.reconnect_applies_settings)
         settings = (f"<section id=\"settings\"><h2>Settings</h2><p class=\"note\">Saved to "
                     f"<code>{escape(str(self.settings.path))}</code>, keeping its comments.</p>{form}</section>")
         about = f"<section id=\"about\"><h2>About</h2>{info}</section>"

@@ -38,6 +38,7 @@ class SimulatorDriver(FocuserDriver):
         self._has_temperature = has_temperature
         self._connect_delay = connect_delay
         self._rng = random.Random()
+        self._temperature_fixed = False  # set_temperature() stops the drift and the noise
 
     # --- motion model -------------------------------------------------------------------------------------------
     def _position_at(self, now: float) -> int:
@@ -48,10 +49,19 @@ class SimulatorDriver(FocuserDriver):
         return self._start_position + (travelled if distance > 0 else -travelled)
 
     def _temperature_at(self, now: float) -> float:
+        if self._temperature_fixed:
+            return self._base_temperature
         # A slow night-time drift (about 1 C over half an hour, like a cooling dome) with a little sensor noise.
         drift = -0.6 * math.sin(now / 1800.0) - 0.0005 * (now % 3600.0)
         noise = self._rng.gauss(0.0, 0.03)
         return round(self._base_temperature + drift + noise, 2)
+
+    def set_temperature(self, celsius: float) -> None:
+        """Set the simulated ambient temperature (demonstrations, tests). From then on it stays exactly there,
+        with neither drift nor noise, until the next call, so what a test scripts is what the focuser reads."""
+        with self._lock:
+            self._base_temperature = float(celsius)
+            self._temperature_fixed = True
 
     # --- FocuserDriver -------------------------------------------------------------------------------------------
     def connect(self) -> None:

@@ -12,14 +12,14 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import fields, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from alpaca_focuser import __version__
-from alpaca_focuser.config import FocuserConfig
+from alpaca_focuser.config import KEYS_BY_NAME, LIVE, RECONNECT, FocuserConfig
 from alpaca_focuser.drivers.base import DriverStatus, FocuserDriver
 from alpaca_focuser.errors import (
-    ActionNotImplementedError,
     AscomError,
     DriverError,
     InvalidOperationError,
@@ -27,7 +27,9 @@ from alpaca_focuser.errors import (
     NotConnectedError,
     NotImplementedAscomError,
 )
-from alpaca_focuser.focuser.motion import MotionEngine
+from alpaca_focuser.focuser import actions
+from alpaca_focuser.focuser.focusing import Focusing, settings_summary
+from alpaca_focuser.focuser.motion import MotionEngine, MoveEnd
 from alpaca_focuser.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -39,23 +41,33 @@ CONNECT_TIMEOUT = 25.0  # seconds a Connected=true PUT waits: longer than the Mo
 
 
 class FocuserDevice:
-    """One configured focuser: device number, identity, connection state and motion."""
+    """One configured focuser: device number, identity, connection state, motion and focusing features.
 
-    def __init__(self, device_number: int, cfg: FocuserConfig, driver: FocuserDriver, store: StateStore) -> None:
+    ``cfg`` is swapped whole by ``apply_settings``; everything reads it at the time of use.
+    """
+
+    def __init__(self, device_number: int, cfg: FocuserConfig, driver: FocuserDriver, store: StateStore,
+                 driver_factory: Callable[[FocuserConfig], FocuserDriver] | None = None) -> None:
+        """``driver_factory`` builds a driver from a configuration: with it, settings that apply on reconnect
+        (port, baud, speed, ...) take effect at the next Connect, which rebuilds the driver from them."""
         self.device_number = device_number
         self.cfg = cfg
         self.driver = driver
         self.store = store
+        self._driver_factory = driver_factory
+        self._reconnect_cfg: FocuserConfig | None = None  # settings waiting for the next Connect
         self.unique_id = store.unique_id(device_number)
+        #: Set by the settings page so a learned coefficient applied by Action("TempCompLearned", "apply") is
+        #: also written to the config file: called as ``settings_writer(device_number, {key: value})``.
+        self.settings_writer: Callable[[int, dict[str, Any]], None] | None = None
         self._lock = threading.Lock()
         self._connected = False
         self._pending: Future[None] | None = None  # the last Connect/Disconnect queued, if any
         self._pending_connect = False  # whether that one connects
-        self._temp_comp = False
         self._shutting_down = False
-        self.engine = MotionEngine(driver, name=f"focuser{device_number}", max_step=cfg.max_step,
-                                   max_increment=cfg.max_increment, absolute=cfg.absolute,
-                                   on_move_end=self._save_position)
+        self.engine = MotionEngine(driver, name=f"focuser{device_number}", settings=lambda: self.cfg,
+                                   on_move_end=self._move_ended, on_tick=lambda status: self.focusing.on_tick(status))
+        self.focusing = Focusing(device_number, lambda: self.cfg, self.engine, store, self.temp_comp)
         self.engine.start()
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -88,7 +100,12 @@ class FocuserDevice:
         except Exception:
             log.exception("Focuser %d: closing the driver failed", self.device_number)
 
+    def _move_ended(self, end: MoveEnd) -> None:
+        self._save_position(end.position)
+        self.focusing.on_move_end(end)
+
     def _save_position(self, position: int | None) -> None:
+        """Save a motor position (the state file keeps the motor's frame; see state.py)."""
         if position is None:
             status = self.driver.status()
             if not status.connected or status.fault:
@@ -97,7 +114,40 @@ class FocuserDevice:
         self.store.save_position(self.device_number, position)
 
     # --- connection (common members) -----------------------------------------------------------------------------
+    @property
+    def reconnect_applies_settings(self) -> bool:
+        """Whether settings marked "reconnect" take effect at the next Connect (else at the next start)."""
+        return self._driver_factory is not None
+
+    def _rebuild_driver(self) -> None:
+        """Worker thread, while disconnected: a new driver from the settings saved for the next Connect."""
+        with self._lock:
+            pending, self._reconnect_cfg = self._reconnect_cfg, None
+        if pending is None or self._driver_factory is None or self.driver.status().connected:
+            return
+        keys = [f.name for f in fields(FocuserConfig)
+                if KEYS_BY_NAME[f.name].applies == RECONNECT and getattr(pending, f.name) != getattr(self.cfg, f.name)]
+        if not keys:
+            return
+        try:
+            driver = self._driver_factory(replace(self.cfg, **{key: getattr(pending, key) for key in keys}))
+        except Exception as exc:
+            with self._lock:
+                self._reconnect_cfg = pending  # keep them for the next try
+            raise DriverError(f"Cannot apply {', '.join(keys)} to {self.cfg.name}: {exc}") from exc
+        old = self.driver
+        with self.engine.lock:
+            self.driver = self.engine.driver = driver
+            self.cfg = replace(self.cfg, **{key: getattr(pending, key) for key in keys})
+        try:
+            old.close()
+        except Exception:
+            log.exception("Focuser %d: closing the previous driver failed", self.device_number)
+        log.info("Focuser %d: connecting with the new %s", self.device_number,
+                 ", ".join(f"{key} = {getattr(self.cfg, key)!r}" for key in keys))
+
     def _do_connect(self) -> None:
+        self._rebuild_driver()
         try:
             self.driver.connect()
         except AscomError:
@@ -109,14 +159,21 @@ class FocuserDevice:
         if saved is not None and saved != status.position:
             log.warning("Focuser %d: the hardware reports position %d, the saved position was %d; using the "
                         "hardware's", self.device_number, status.position, saved)
+        self.focusing.connected()
         with self._lock:
             self._connected = True
-        log.info("Focuser %d (%s) connected at position %d", self.device_number, self.cfg.name, status.position)
+        cfg = self.cfg
+        log.info("Focuser %d (%s) connected at position %d%s; %s", self.device_number, cfg.name,
+                 self.engine.frame(cfg).to_client(status.position),
+                 f" (motor {status.position})" if cfg.reverse else "",
+                 settings_summary(cfg, self.driver.capabilities().has_temperature, self.focusing.comp.enabled))
 
     def _do_disconnect(self) -> None:
         self._save_position(None)
         with self._lock:
             self._connected = False
+        self.engine.cancel("disconnected")
+        self.focusing.disconnected()
         self.driver.disconnect()
         log.info("Focuser %d (%s) disconnected", self.device_number, self.cfg.name)
 
@@ -202,30 +259,70 @@ class FocuserDevice:
         return INTERFACE_VERSION
 
     # --- actions ---------------------------------------------------------------------------------------------
-    SUPPORTED_ACTIONS = ("SyncPosition",)
-
     def supported_actions(self) -> list[str]:
-        return list(self.SUPPORTED_ACTIONS)
+        return actions.supported(self)
 
     def action(self, name: str, parameters: str) -> str:
-        """SyncPosition: declare the current position to be <Parameters> (an integer) without moving, e.g.
-        after the drawtube was moved by hand. Action names are case-insensitive."""
-        if name.lower() != "syncposition":
-            raise ActionNotImplementedError(f"Action {name!r} is not supported; SupportedActions lists "
-                                            f"{', '.join(self.SUPPORTED_ACTIONS)}")
+        """The actions in SupportedActions (see ``actions.py``). Action names are case-insensitive."""
+        return actions.run(self, name, parameters)
+
+    def sync_position(self, position: int) -> int:
+        """Declare the current position (client frame) to be ``position`` without moving. Resets the temperature
+        compensation reference."""
         self._require_connection("Action SyncPosition")
-        try:
-            position = int(parameters.strip())
-        except ValueError:
-            raise InvalidValueError(f"SyncPosition needs an integer position in Parameters, got {parameters!r}") \
-                from None
-        if not 0 <= position <= self.cfg.max_step:
-            raise InvalidValueError(f"SyncPosition {position} is outside 0..{self.cfg.max_step} (MaxStep)")
-        if self._status().moving:
-            raise InvalidOperationError("SyncPosition is not allowed while the focuser is moving")
-        self.driver.sync(position)
-        self.store.save_position(self.device_number, position)
-        return str(position)
+        cfg = self.cfg
+        if not 0 <= position <= cfg.max_step:
+            raise InvalidValueError(f"SyncPosition {position} is outside 0..{cfg.max_step} (MaxStep)")
+        with self.engine.lock:
+            if self.engine.is_moving(self._status()):
+                raise InvalidOperationError("SyncPosition is not allowed while the focuser is moving")
+            motor = self.engine.frame(cfg).to_motor(position)
+            self.driver.sync(motor)
+        self.store.save_position(self.device_number, motor)
+        self.focusing.synced()
+        log.info("Focuser %d: position synced to %d%s", self.device_number, position,
+                 f" (motor {motor})" if cfg.reverse else "")
+        return position
+
+    # --- live settings -------------------------------------------------------------------------------------------
+    def apply_settings(self, new_cfg: FocuserConfig) -> list[str]:
+        """Make ``new_cfg`` this focuser's running configuration (swapped whole, atomically); returns the keys
+        whose running value changed.
+
+        Everything derived follows at once, because it reads the configuration at the time of use: the motion
+        limits, reverse, backlash, settle, compensation parameters and the averaging window. A key marked
+        ``unsafe_while_moving`` (MaxStep, Absolute, Reverse) may only change while the focuser is still:
+        InvalidOperationError otherwise, and nothing changes. Keys that apply only on reconnect or restart
+        (driver, port, speed, ...) keep their running value, since the driver was built from it; they are logged
+        as waiting and not returned; with a driver factory, those marked "reconnect" are kept for the next Connect,
+        which rebuilds the driver from them.
+        """
+        with self.engine.lock:  # no Move can start between the check and the swap
+            old = self.cfg
+            differ = [f.name for f in fields(FocuserConfig) if getattr(old, f.name) != getattr(new_cfg, f.name)]
+            changed = [key for key in differ if KEYS_BY_NAME[key].applies == LIVE]
+            unsafe = [key for key in changed if KEYS_BY_NAME[key].unsafe_while_moving]
+            if unsafe and self.engine.is_moving(self.driver.status()):
+                raise InvalidOperationError(f"{', '.join(unsafe)} cannot change while the focuser is moving; "
+                                            f"Halt it or wait until it stops")
+            self.cfg = replace(old, **{key: getattr(new_cfg, key) for key in changed})
+            reconnect = [key for key in differ if KEYS_BY_NAME[key].applies == RECONNECT]
+            if self._driver_factory is not None:
+                with self._lock:
+                    self._reconnect_cfg = new_cfg if reconnect else None
+        for key in changed:
+            log.info("Focuser %d: setting %s changed from %r to %r", self.device_number, key, getattr(old, key),
+                     getattr(new_cfg, key))
+        later = [key for key in reconnect if self._driver_factory is not None]
+        if later:
+            log.info("Focuser %d: %s take effect at the next Connect", self.device_number, ", ".join(later))
+        waiting = [key for key in differ if key not in changed and key not in later]
+        if waiting:
+            log.info("Focuser %d: %s take effect at the next start, not now", self.device_number, ", ".join(waiting))
+        if changed:
+            log.info("Focuser %d: now %s", self.device_number,
+                     settings_summary(self.cfg, self._has_temperature(), self.focusing.comp.enabled))
+        return changed
 
     def command_blind(self, command: str, raw: bool) -> None:
         raise NotImplementedAscomError("CommandBlind is not implemented (deprecated in ASCOM)")
@@ -253,8 +350,9 @@ class FocuserDevice:
         return self.cfg.absolute
 
     def is_moving(self) -> bool:
-        """True from the moment Move() returns until the motor has stopped."""
-        return self._status().moving
+        """True from the moment Move() returns until the motor has stopped after the last backlash leg and the
+        settle period has passed."""
+        return self.engine.is_moving(self._status())
 
     def max_increment(self) -> int:
         return self.cfg.max_increment
@@ -266,27 +364,51 @@ class FocuserDevice:
         """Current position in steps. Relative focusers have no position: NotImplemented."""
         if not self.cfg.absolute:
             raise NotImplementedAscomError("Position is not available: this is a relative focuser")
-        return self._status().position
+        return self.engine.client_position(self._status())
 
     def step_size(self) -> float:
         if self.cfg.step_size is None:
             raise NotImplementedAscomError("StepSize is not known for this focuser (set step_size in config)")
         return self.cfg.step_size
 
+    def _has_temperature(self) -> bool:
+        return self.driver.capabilities().has_temperature
+
     def temp_comp_available(self) -> bool:
-        return self.cfg.temp_comp_available
+        """From the config, or, when it leaves it unset, whether the hardware has a temperature sensor (known
+        once connected)."""
+        configured = self.cfg.temp_comp_available
+        return self._has_temperature() if configured is None else configured
 
     def temp_comp(self) -> bool:
         """Always False when compensation is unavailable."""
-        return self._temp_comp and self.cfg.temp_comp_available
+        return self.focusing.comp.enabled and self.temp_comp_available()
 
     def set_temp_comp(self, value: bool) -> None:
-        if not self.cfg.temp_comp_available:
+        """Switch compensation on or off (remembered across restarts). Switching on, or setting it true again
+        after a Halt, takes a new reference: the current position at the current averaged temperature."""
+        if not self.temp_comp_available():
             if value:
                 raise NotImplementedAscomError("Temperature compensation is not available on this focuser")
             return
-        self._temp_comp = value
-        log.info("Focuser %d: temperature compensation %s", self.device_number, "on" if value else "off")
+        was = self.temp_comp()
+        self.focusing.switch(value)
+        if value != was:
+            log.info("Focuser %d: temperature compensation %s", self.device_number, "on" if value else "off")
+
+    @property
+    def temp_comp_corrections(self) -> int:
+        """Compensation moves made since start."""
+        return self.focusing.comp.corrections
+
+    def temp_comp_events(self) -> list[dict[str, Any]]:
+        """The recent compensation moves (the last 200), oldest first: ``{"time": unix seconds, "temperature":
+        averaged deg C, "delta_c": deg C since the reference, "steps": this move, "target": client position}``."""
+        return self.focusing.comp.events()
+
+    def averaged_temperature(self) -> float | None:
+        """The temperature averaged over ``temp_comp_window_s``, as compensation sees it; None before a reading."""
+        return self.focusing.average()
 
     def temperature(self) -> float:
         if not self.driver.capabilities().has_temperature:
@@ -297,52 +419,26 @@ class FocuserDevice:
         return value
 
     def halt(self) -> None:
-        """Immediately stop any focuser motion due to a previous Move()."""
+        """Immediately stop any focuser motion due to a previous Move(), including a backlash leg and the settle
+        period. Temperature compensation pauses until the next Move or TempComp switch."""
         self._status()
         self.engine.halt()
+        self.focusing.halted()
 
     def move(self, position: int) -> None:
         """Start a move (absolute position, or relative step distance). Returns at once with IsMoving true.
-        Allowed while TempComp is true (IFocuserV3 and later)."""
+        Allowed while TempComp is true (IFocuserV3 and later); its end becomes the new compensation reference."""
         self._status()
         self.engine.move(position)
 
     def device_state(self) -> list[dict[str, Any]]:
         """IsMoving, Position (absolute focusers), Temperature (with a sensor) and TimeStamp, in one snapshot."""
         status = self._status()
-        state: list[dict[str, Any]] = [{"Name": "IsMoving", "Value": status.moving}]
+        state: list[dict[str, Any]] = [{"Name": "IsMoving", "Value": self.engine.is_moving(status)}]
         if self.cfg.absolute:
-            state.append({"Name": "Position", "Value": status.position})
+            state.append({"Name": "Position", "Value": self.engine.client_position(status)})
         if self.driver.capabilities().has_temperature and status.temperature is not None:
             state.append({"Name": "Temperature", "Value": float(status.temperature)})
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         state.append({"Name": "TimeStamp", "Value": stamp})
         return state
-
-    # --- settings (the settings page's minimal version) ----------------------------------------------------------
-    # The focusing features replace this method with their own of the same signature; the page calls only it.
-    def apply_settings(self, new_cfg: FocuserConfig) -> list[str]:
-        """Swap in a new ``[[focuser]]`` configuration and return the keys that changed.
-
-        Keys that apply live (name, limits, step size, compensation settings) take effect at once; the motion
-        engine gets the new limits. Keys that need a reconnect or a restart keep their running value here: the
-        driver was built from them. Raises InvalidOperationError, changing nothing, when a key that is unsafe while
-        moving (max_step, absolute) changes while the focuser moves."""
-        from dataclasses import fields, replace
-
-        from alpaca_focuser.config import KEYS_BY_NAME, LIVE
-
-        changed = [f.name for f in fields(FocuserConfig) if getattr(new_cfg, f.name) != getattr(self.cfg, f.name)]
-        unsafe = [k for k in changed if k in KEYS_BY_NAME and KEYS_BY_NAME[k].unsafe_while_moving]
-        live = {k: getattr(new_cfg, k) for k in changed if k in KEYS_BY_NAME and KEYS_BY_NAME[k].applies == LIVE}
-        with self.engine._lock:  # no Move is being planned against the old limits while they change
-            if unsafe and self.driver.status().moving:
-                raise InvalidOperationError(f"{', '.join(unsafe)} cannot change while the focuser is moving; "
-                                            f"halt it or wait until it stops")
-            self.cfg = replace(self.cfg, **live)
-            self.engine.max_step = self.cfg.max_step
-            self.engine.max_increment = self.cfg.max_increment
-            self.engine.absolute = self.cfg.absolute
-        if changed:
-            log.info("Focuser %d: settings changed: %s", self.device_number, ", ".join(changed))
-        return changed
