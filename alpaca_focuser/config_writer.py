@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import pwd
 import stat
 import tempfile
 from dataclasses import fields
@@ -207,6 +206,8 @@ def drop_keys_of_other_drivers(doc: tomlkit.TOMLDocument, index: int, driver: st
 
 def _user() -> str:
     try:
+        import pwd  # only on this error path
+
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         return str(os.geteuid())
@@ -229,6 +230,11 @@ def _explain(exc: OSError, path: Path) -> str:
     if exc.errno == errno.ENOSPC:
         return f"Cannot save to {path}: the disk is full ({reason})."
     return f"Cannot save to {path}: {reason}"
+
+
+def dumps(doc: tomlkit.TOMLDocument) -> str:
+    """The document as TOML text, comments and layout as they were."""
+    return tomlkit.dumps(doc)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -69,18 +69,12 @@ class HistorySampler:
 
     def history(self, number: int) -> dict[str, Any]:
         """JSON for ``/setup/v1/focuser/<n>/history``: samples oldest first, plus temperature-compensation
-        corrections when the focuser keeps them (the focusing features' ``temp_comp_events()``)."""
+        corrections (``FocuserDevice.temp_comp_events()``)."""
         now = self._clock()
         with self._lock:
             samples = [list(s) for s in self._samples.get(number, ()) if s[0] >= now - self.depth]
         device = self.devices[number]
-        events_of = getattr(device, "temp_comp_events", None)
-        events: list[Any] = []
-        if callable(events_of):
-            try:
-                events = [e for e in events_of() if float(e.get("time", 0)) >= now - self.depth]
-            except Exception:
-                log.exception("Focuser %d: reading temperature-compensation events failed", number)
+        events = [e for e in device.temp_comp_events() if e["time"] >= now - self.depth]
         return {"now": round(now, 1), "interval": self.interval, "depth": self.depth,
                 "fields": ["time", "position", "temperature", "moving"], "samples": samples,
                 "tempcomp_events": events}

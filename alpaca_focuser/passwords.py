@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import getpass
 import hashlib
 import hmac
 import os
@@ -85,6 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if sys.stdin.isatty():
+        import getpass  # the command line only: keeps termios out of the server
+
         password = getpass.getpass("Setup password: ")
         if getpass.getpass("Again: ") != password:
             print("alpaca-focuser: the two passwords differ", file=sys.stderr)

@@ -7,15 +7,14 @@ from the file as it is on disk now, so a hand edit made while the server runs is
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
-import tomlkit
-
-from alpaca_focuser import config_writer as cw
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from alpaca_focuser.config import (
     DRIVERS,
     KEYS_BY_NAME,
@@ -29,7 +28,30 @@ from alpaca_focuser.config import (
 from alpaca_focuser.errors import InvalidOperationError
 from alpaca_focuser.focuser.device import FocuserDevice
 
+if TYPE_CHECKING:
+    import tomlkit
+
+    from alpaca_focuser import config_writer as cw
+
 log = logging.getLogger(__name__)
+
+
+def _lazy_module(name: str) -> ModuleType:
+    """``name``, loaded on first use: the config writer (and tomlkit, ~3 MB) only once settings are edited, so
+    an idle server stays small."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if not TYPE_CHECKING:
+    cw = _lazy_module("alpaca_focuser.config_writer")
 
 
 class SettingsRejected(Exception):
@@ -120,7 +142,7 @@ class Settings:
 
     def _write(self, doc: tomlkit.TOMLDocument) -> None:
         try:
-            cw.write_atomic(self.path, tomlkit.dumps(doc))
+            cw.write_atomic(self.path, cw.dumps(doc))
         except cw.SettingsWriteError as exc:
             log.error("%s", exc)
             raise SettingsRejected(str(exc), status=500) from None

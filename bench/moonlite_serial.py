@@ -87,28 +87,6 @@ def serial_rate(emu: MoonliteEmulator, port: int, clients: int) -> tuple[float, 
     return (c1 - c0) / (t1 - t0), (n1 - n0) / (t1 - t0), sum(failures)
 
 
-def watch_frames(emu: MoonliteEmulator, frames: tuple[bytes, ...]) -> dict[bytes, list[float]]:
-    """Monotonic arrival times of each of ``frames`` (e.g. ``b":FQ#"``) as the emulator reads them.
-
-    Wraps the firmware's input on this instance only (the emulator is not modified). When the emulator keeps a
-    timestamped command log of its own, read arrivals from that log here; the benchmarks depend only on this."""
-    arrivals: dict[bytes, list[float]] = {frame: [] for frame in frames}
-    original = emu.firmware.feed_replies
-    tail = bytearray()  # a frame may arrive split across two reads
-
-    def feed_replies(data: bytes) -> list[bytes]:
-        now = time.monotonic()
-        window = bytes(tail) + data
-        for frame in frames:
-            new = window.count(frame) - bytes(tail).count(frame)
-            arrivals[frame].extend(now for _ in range(new))
-        tail[:] = window[-8:]
-        return original(data)
-
-    emu.firmware.feed_replies = feed_replies  # type: ignore[method-assign]  # instance-level wrap only
-    return arrivals
-
-
 def wait_for(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -120,7 +98,6 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
 def measure_halts(emu: MoonliteEmulator, server: FocuserServer, client: AlpacaHttp
                   ) -> tuple[list[float], list[float], list[float]]:
     """(request -> FQ at the emulator, HTTP round trip of the PUT, driver.halt() -> FQ written), in seconds."""
-    arrivals = watch_frames(emu, (b":FQ#",))[b":FQ#"]
     driver: Any = server.devices[0].driver
     to_fq: list[float] = []
     rtt: list[float] = []
@@ -128,12 +105,12 @@ def measure_halts(emu: MoonliteEmulator, server: FocuserServer, client: AlpacaHt
     for i in range(HALTS):
         client.put("move", Position=MAX_STEP - 1000 if i % 2 == 0 else 1000)
         time.sleep(0.25)
-        seen = len(arrivals)
+        seen = len(emu.arrivals("FQ"))
         sent = time.monotonic()
         client.put("halt")
         rtt.append(time.monotonic() - sent)
-        wait_for(lambda: len(arrivals) > seen, 2.0, "FQ at the emulator")
-        to_fq.append(arrivals[seen] - sent)
+        wait_for(lambda: len(emu.arrivals("FQ")) > seen, 2.0, "FQ at the emulator")
+        to_fq.append(emu.arrivals("FQ")[seen] - sent)  # the emulator stamps each command as it reads it
         wait_for(lambda: not client.value("ismoving"), 2.0, "IsMoving false after Halt")
         if driver.halt_sent_at is not None and driver.halt_requested_at is not None:
             internal.append(driver.halt_sent_at - driver.halt_requested_at)

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from alpaca_http import AlpacaHttp  # noqa: E402
 from concurrency import parse_wrk, percentile  # noqa: E402
-from moonlite_serial import wait_for, watch_frames  # noqa: E402
+from moonlite_serial import wait_for  # noqa: E402
 from server_process import ServerProcess, add_server_arguments, have_wrk, server_settings  # noqa: E402
 
 from alpaca_focuser.emulator.pty_link import MoonliteEmulator  # noqa: E402
@@ -156,7 +156,7 @@ def slow_clients(port: int, stop: Any, out: Any) -> None:
     out.put((latencies, failures))
 
 
-def halts_and_moves(port: int, arrivals: dict[bytes, list[float]], halts: int
+def halts_and_moves(port: int, emu: MoonliteEmulator, halts: int
                     ) -> tuple[list[float], list[float], list[float]]:
     """(PUT move -> :FG#, PUT halt -> :FQ#, PUT halt round trip) in ms, alternating the direction of each move."""
     to_fg: list[float] = []
@@ -164,17 +164,17 @@ def halts_and_moves(port: int, arrivals: dict[bytes, list[float]], halts: int
     halt_rtt: list[float] = []
     with AlpacaHttp("127.0.0.1", port, client_id=7) as client:
         for i in range(halts):
-            fg, fq = len(arrivals[b":FG#"]), len(arrivals[b":FQ#"])
+            fg, fq = len(emu.arrivals("FG")), len(emu.arrivals("FQ"))
             sent = time.monotonic()
             client.put("move", Position=MAX_STEP - 1000 if i % 2 == 0 else 1000)
-            wait_for(lambda: len(arrivals[b":FG#"]) > fg, 5.0, ":FG# at the emulator")
-            to_fg.append((arrivals[b":FG#"][fg] - sent) * 1000)
+            wait_for(lambda: len(emu.arrivals("FG")) > fg, 5.0, ":FG# at the emulator")
+            to_fg.append((emu.arrivals("FG")[fg] - sent) * 1000)
             time.sleep(0.25)
             sent = time.monotonic()
             client.put("halt")
             halt_rtt.append((time.monotonic() - sent) * 1000)
-            wait_for(lambda: len(arrivals[b":FQ#"]) > fq, 5.0, ":FQ# at the emulator")
-            to_fq.append((arrivals[b":FQ#"][fq] - sent) * 1000)
+            wait_for(lambda: len(emu.arrivals("FQ")) > fq, 5.0, ":FQ# at the emulator")
+            to_fq.append((emu.arrivals("FQ")[fq] - sent) * 1000)
             wait_for(lambda: not client.value("ismoving"), 5.0, "IsMoving false after the halt")
     return to_fg, to_fq, halt_rtt
 
@@ -186,9 +186,9 @@ def line(label: str, values: list[float], extra: str = "") -> str:
 
 def run(args: argparse.Namespace, quota: CpuQuota | None) -> int:
     with tempfile.TemporaryDirectory(prefix="alpaca-pi-") as tmp:
+        # 9600-baud line timing: every reply byte takes its ~1.04 ms on the wire, as on the real controller
         emu = MoonliteEmulator(link_path=str(Path(tmp) / "ttyMOONLITE"), steps_per_second=EMULATOR_SPEED,
-                               position=1000).start()
-        arrivals = watch_frames(emu, (b":FG#", b":FQ#"))
+                               position=1000, line_baud=9600).start()
         focuser = {"name": "Moonlite", "driver": "moonlite", "port": str(emu.link_path), "max_step": MAX_STEP,
                    "step_size": 4.5}
         try:
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace, quota: CpuQuota | None) -> int:
                 time.sleep(1.0)  # everyone connected and polling
                 cpu0, t0, throttle0 = cpu_seconds(server.pid), time.monotonic(), quota.throttling() if quota else {}
                 try:
-                    to_fg, to_fq, halt_rtt = halts_and_moves(server.port, arrivals, args.halts)
+                    to_fg, to_fq, halt_rtt = halts_and_moves(server.port, emu, args.halts)
                     cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
                     throttle1 = quota.throttling() if quota else {}
                     fast = None

@@ -135,11 +135,11 @@ def _status_panel(device: FocuserDevice) -> str:
             '<form id="move-form" class="inline"><label for="target">Move to</label>'
             '<input id="target" type="text" inputmode="numeric" autocomplete="off">'
             '<button type="submit" id="move">Move</button></form>')
-    tempcomp = ('<label class="toggle"><input type="checkbox" id="tempcomp-toggle" disabled> Temperature '
-                'compensation</label>' if cfg.temp_comp_available else "")
+    # Shown once connected when TempCompAvailable says so (it may depend on the hardware's sensor).
+    tempcomp = ('<label class="toggle" id="tempcomp-control" hidden><input type="checkbox" id="tempcomp-toggle" '
+                'disabled> Temperature compensation</label>')
     return f"""
-<section id="control" data-device="{device.device_number}" data-absolute="{'1' if cfg.absolute else '0'}"
-  data-temp-comp="{'1' if cfg.temp_comp_available else '0'}">
+<section id="control" data-device="{device.device_number}" data-absolute="{'1' if cfg.absolute else '0'}">
   <div class="readout">
     <div class="big"><span class="label">Position</span><output id="position">-</output></div>
     <div><span class="label">Target</span><output id="target-shown">-</output></div>

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import statistics
 import threading
 import time
 from typing import Any
@@ -41,6 +40,8 @@ def theil_sen(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
               if abs(xs[j] - xs[i]) > SAME_TEMPERATURE_C]
     if not slopes:
         return None
+    import statistics  # with decimal and fractions, ~1 MB: only once there is something to fit (idle RSS)
+
     slope = statistics.median(slopes)
     intercept = statistics.median(y - slope * x for x, y in zip(xs, ys))
     return slope, intercept

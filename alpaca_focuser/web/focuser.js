@@ -7,7 +7,7 @@ const $ = (id) => document.getElementById(id);
 const panel = $("control");
 const number = panel.dataset.device;
 const absolute = panel.dataset.absolute === "1";
-const hasTempComp = panel.dataset.tempComp === "1";
+let hasTempComp = null; // TempCompAvailable, asked once per connection (the sensor is known once connected)
 const focuser = new Focuser(number);
 const POLL_MS = 500;
 const HOUR = 3600;
@@ -55,10 +55,15 @@ async function refresh() {
     $("connected").textContent = isConnected ? "yes" : "no";
     setConnected(isConnected);
     if (!isConnected) {
+      hasTempComp = null;
       for (const id of ["position", "moving", "temperature", "tempcomp", "target-shown"]) $(id).textContent = "-";
       target = null;
       setMoving(false);
       return;
+    }
+    if (hasTempComp === null) {
+      hasTempComp = Boolean(await focuser.get("tempcompavailable"));
+      $("tempcomp-control").hidden = !hasTempComp;
     }
     const [state, tempComp] = await Promise.all([focuser.state(), hasTempComp ? focuser.get("tempcomp") : null]);
     setMoving(Boolean(state.IsMoving));
