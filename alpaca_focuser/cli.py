@@ -2,7 +2,8 @@
 
     alpaca-focuser [--config PATH] [--bind ADDR] [--port N] [--log-level LEVEL] [--version]
     alpaca-focuser check-config PATH     validate a file and print the effective configuration
-    alpaca-focuser ports                 list serial ports (with /dev/serial/by-id paths)
+    alpaca-focuser ports [--probe]       list serial ports (/dev/serial/by-id paths; what answers on each)
+    alpaca-focuser probe PORT            which focuser controller answers on a port (queries only)
     alpaca-focuser emulate --link PATH   run a focuser controller emulator on a pty (--protocol moonlite|...)
     alpaca-focuser healthcheck           ask a running server whether it answers (Docker HEALTHCHECK)
     alpaca-focuser hash-password         make [server] setup_password_hash for the settings page
@@ -43,8 +44,8 @@ def setup_logging(level: str) -> None:
 
 def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alpaca-focuser", description="ASCOM Alpaca focuser server (IFocuserV4).",
-                                epilog="Subcommands: check-config PATH | ports | emulate --link PATH | healthcheck | "
-                                       "hash-password (each has --help).")
+                                epilog="Subcommands: check-config PATH | ports | probe PORT | emulate --link PATH | "
+                                       "healthcheck | hash-password (each has --help).")
     p.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml if present, else "
                                                     "config.toml in the state directory if present, else "
                                                     "built-in defaults with one simulated focuser)")
@@ -152,6 +153,10 @@ def _subcommand(module: str, prog: str, description: str) -> Callable[[Sequence[
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "check-config": check_config,
     "ports": _subcommand("alpaca_focuser.drivers.ports", "ports", "List serial ports and their stable paths."),
+    "probe": _subcommand("alpaca_focuser.drivers.probe", "probe",
+                         "Find which focuser controller answers on a serial port, with queries only (never a "
+                         "move or a setting). Exit status 0: found; 1: nothing answered; 2: the port cannot be "
+                         "used."),
     "emulate": _subcommand("alpaca_focuser.emulator.cli", "emulate", "Run a focuser controller emulator on a pty."),
     "healthcheck": _subcommand("alpaca_focuser.health", "healthcheck", "Check that a server answers."),
     "hash-password": _subcommand("alpaca_focuser.passwords", "hash-password",

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-DRIVERS = ("simulator", "moonlite", "myfp2", "pegasus")
+DRIVERS = ("simulator", "moonlite", "myfp2", "pegasus", "auto")
+AUTO = "auto"  # probe the port at connect and drive the serial controller that answers (drivers/auto.py)
 MOONLITE_STEP_DELAY_CODES = (2, 4, 8, 16, 32)  # SD 02, 04, 08, 10, 20: fastest to slowest
 MOONLITE_MAX_POSITION = 65535
 MYFP2_MAX_POSITION = 2_000_000  # the protocol's; the controller's own MaxStep is checked at connect
@@ -80,9 +81,9 @@ class FocuserConfig:
     # simulator: steps per second; moonlite: the step-delay code (2, 4, 8, 16, 32) or None to leave it alone
     speed: int | None = None
     temperature: float = 10.0  # simulator only: the starting ambient temperature, deg C
-    # serial drivers
+    # serial drivers (and auto)
     port: str | None = None
-    baud: int | None = None  # None: the driver's own default (Moonlite and myFocuserPro2 9600, Pegasus 19200)
+    baud: int | None = None  # None: the driver's own (Moonlite, myFocuserPro2 9600, Pegasus 19200); auto: each one's
     read_timeout: float = 0.5
     # moonlite only
     half_step: bool | None = None
@@ -122,7 +123,8 @@ class KeyInfo:
     optional: bool = False  # may be left unset (an empty field removes the key)
 
 
-SERIAL_DRIVERS = ("moonlite", "myfp2", "pegasus")
+SERIAL_DRIVERS = ("moonlite", "myfp2", "pegasus")  # the registered serial drivers (drivers/registry.py)
+PORT_DRIVERS = (*SERIAL_DRIVERS, AUTO)  # the drivers that talk to a serial port
 BACKLASH_DIRECTIONS = ("out", "in")
 BACKLASH_STEPS_RANGE = (0, 10000)
 SETTLE_MS_RANGE = (0, 60000)
@@ -136,7 +138,8 @@ FOCUSER_KEYS: tuple[KeyInfo, ...] = (
     KeyInfo("name", "Name", "Name shown to clients (Alpaca Name)", "text"),
     KeyInfo("description", "Description", "Alpaca Description; empty: the driver's own (at most 64 characters "
             "are reported)", "text", optional=True),
-    KeyInfo("driver", "Driver", "The hardware behind this focuser", "choice", choices=DRIVERS, applies=RESTART),
+    KeyInfo("driver", "Driver", "The hardware behind this focuser; auto finds which serial controller answers on "
+            "the port when connecting", "choice", choices=DRIVERS, applies=RESTART),
     KeyInfo("max_step", "Maximum step (MaxStep)", "Highest position; Move targets beyond 0..MaxStep are clamped",
             "int", unsafe_while_moving=True),
     KeyInfo("max_increment", "Maximum increment (MaxIncrement)", "The longest single move, in steps", "int",
@@ -171,15 +174,16 @@ FOCUSER_KEYS: tuple[KeyInfo, ...] = (
             "number"),
     KeyInfo("speed", "Speed", "Simulator: steps per second. Moonlite: step-delay code 2 (fastest), 4, 8, 16 or 32 "
             "(slowest). Pegasus: maximum speed 100..1000. Empty keeps the controller's setting", "int",
-            drivers=("simulator", "moonlite", "pegasus"),
+            drivers=("simulator", "moonlite", "pegasus"),  # not auto: its meaning depends on the controller
             optional=True, applies=RECONNECT),
     KeyInfo("temperature", "Starting temperature (°C)", "Simulator only: the ambient temperature at start-up",
             "number", drivers=("simulator",), applies=RESTART),
-    KeyInfo("port", "Serial port", "Preferably a /dev/serial/by-id/... path", "text", drivers=SERIAL_DRIVERS,
+    KeyInfo("port", "Serial port", "Preferably a /dev/serial/by-id/... path", "text", drivers=PORT_DRIVERS,
             applies=RECONNECT),
     KeyInfo("baud", "Baud rate", "Serial speed of the controller; empty: the driver's default (Moonlite and "
-            "myFocuserPro2 9600, Pegasus 19200; a myFocuserPro2 on an ESP32 uses 115200)", "int",
-            drivers=SERIAL_DRIVERS, optional=True, applies=RECONNECT),
+            "myFocuserPro2 9600, Pegasus 19200; a myFocuserPro2 on an ESP32 uses 115200). Auto: empty tries each "
+            "controller at its own speed; set, only this one", "int", drivers=PORT_DRIVERS, optional=True,
+            applies=RECONNECT),
     KeyInfo("half_step", "Half step", "Half- or full-stepping; unset keeps the controller's setting", "bool",
             drivers=("moonlite",), optional=True, applies=RECONNECT),
     KeyInfo("controller_backlash", "Controller backlash (steps)", f"0..{PEGASUS_MAX_BACKLASH}, the controller's own "
@@ -194,7 +198,7 @@ FOCUSER_KEYS: tuple[KeyInfo, ...] = (
             "mode at connect (only with a stepper motor attached); else such a DMFC is refused with an error",
             "bool", drivers=("pegasus",), optional=True, applies=RECONNECT),
     KeyInfo("read_timeout", "Reply timeout (s)", "Seconds to wait for a reply from the controller", "number",
-            drivers=SERIAL_DRIVERS, applies=RECONNECT),
+            drivers=PORT_DRIVERS, applies=RECONNECT),
     KeyInfo("set_controller_max_step", "Write MaxStep into the controller", "On: the controller's own MaxStep is "
             "set to Maximum step on every connect. Off: Maximum step must not exceed the controller's MaxStep",
             "bool", drivers=("myfp2",), optional=True, applies=RECONNECT),
@@ -415,12 +419,16 @@ def _focuser(data: Any, index: int, source: str) -> FocuserConfig:
     for key in t.data:  # a key of another driver is a mistake worth saying, not something to ignore
         drivers = KEYS_BY_NAME[key].drivers
         if drivers and driver not in drivers:
+            hint = (f" (it means something different to each controller: name the driver to set it; `alpaca-focuser "
+                    f"probe {cfg.port or 'PORT'}` tells which)" if driver == AUTO else "")
             raise t.fail(key, f'does not apply to driver = "{driver}"; it only applies to driver = '
-                              + " or ".join(f'"{name}"' for name in drivers))
+                              + " or ".join(f'"{name}"' for name in drivers) + hint)
     if cfg.backlash_steps > max_step:
         raise t.fail("backlash_steps", f"must not exceed max_step ({max_step}), got {cfg.backlash_steps}")
     if driver == "simulator":
         return replace(cfg, speed=cfg.speed or 2000)
+    if driver == AUTO:
+        return _auto(t, cfg)
     if cfg.port is None:
         raise t.fail("port", f'is required for driver = "{driver}" (e.g. "/dev/serial/by-id/usb-..."; '
                              "`alpaca-focuser ports` lists them)")
@@ -445,6 +453,15 @@ def _myfp2(t: _Table, cfg: FocuserConfig) -> FocuserConfig:
         raise t.fail("max_step", f"must be at most {MYFP2_MAX_POSITION} for driver = \"myfp2\", got {cfg.max_step}")
     if cfg.step_mode is not None and cfg.step_mode not in MYFP2_STEP_MODES:
         raise t.fail("step_mode", f"must be one of {', '.join(map(str, MYFP2_STEP_MODES))}, got {cfg.step_mode}")
+    return cfg
+
+
+def _auto(t: _Table, cfg: FocuserConfig) -> FocuserConfig:
+    """``driver = "auto"``: a port; ``baud`` unset means each controller's own speed. Keys that only mean something
+    to one controller are refused by ``_focuser``; ``max_step`` is checked against the controller found."""
+    if cfg.port is None:
+        raise t.fail("port", 'is required for driver = "auto" (e.g. "/dev/serial/by-id/usb-..."; '
+                             "`alpaca-focuser ports --probe` lists them with what answers)")
     return cfg
 
 

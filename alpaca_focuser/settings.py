@@ -19,8 +19,8 @@ from alpaca_focuser.config import (
     DRIVERS,
     KEYS_BY_NAME,
     LIVE,
+    PORT_DRIVERS,
     RECONNECT,
-    SERIAL_DRIVERS,
     Config,
     ConfigError,
     FocuserConfig,
@@ -225,7 +225,7 @@ class Settings:
         if driver not in DRIVERS:
             raise SettingsRejected(f"Choose a driver: one of {', '.join(DRIVERS)}", key="driver")
         values: dict[str, Any] = {"name": submitted.get("name", ""), "driver": driver}
-        if driver in SERIAL_DRIVERS:
+        if driver in PORT_DRIVERS:
             values["port"] = submitted.get("port", "")
         values = {k: cw.coerce(KEYS_BY_NAME[k], v) for k, v in values.items()}
         with self._lock:

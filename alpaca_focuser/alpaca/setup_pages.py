@@ -23,7 +23,7 @@ from alpaca_focuser.alpaca.setup_api import (
     HistoryResource,
 )
 from alpaca_focuser.alpaca.setup_form import render_settings_form
-from alpaca_focuser.config import DRIVERS, SERIAL_DRIVERS
+from alpaca_focuser.config import DRIVERS, PORT_DRIVERS
 from alpaca_focuser.focuser.device import FocuserDevice
 from alpaca_focuser.history import HistorySampler
 from alpaca_focuser.settings import Settings
@@ -101,7 +101,7 @@ class ServerSetupPage:
         cards = "".join(self._card(n) for n in range(len(self.settings.saved.focusers)))
         driver_options = "".join(f'<option value="{escape(d)}">{escape(d)}</option>' for d in DRIVERS)
         ports = "".join(f'<option value="{escape(path)}">{escape(text)}</option>' for path, text in self.list_ports())
-        serial = escape(" ".join(SERIAL_DRIVERS))
+        serial = escape(" ".join(PORT_DRIVERS))
         body = (
             f"<section><p>Location: {escape(self.location)} · Settings file: <code>{escape(str(self.settings.path))}"
             f"</code></p><h2>Focusers</h2><ul id=\"devices\">{cards}</ul>"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alpaca_focuser.config import FocuserConfig
+from alpaca_focuser.config import AUTO, FocuserConfig
 from alpaca_focuser.drivers.base import DriverCapabilities, DriverStatus, FocuserDriver
 
 
@@ -18,6 +18,10 @@ def create_driver(cfg: FocuserConfig, *, saved_position: int | None = None) -> F
             # A relative focuser's internal counter starts mid-range, so it can move inward as far as outward.
             start = saved_position if saved_position is not None else SIMULATOR_MAX_POSITION // 2
         return SimulatorDriver(speed=float(cfg.speed or 2000), position=start, temperature=cfg.temperature)
+    if cfg.driver == AUTO:
+        from alpaca_focuser.drivers.auto import AutoDriver
+
+        return AutoDriver(cfg)
     from alpaca_focuser.drivers.registry import SERIAL_DRIVER_CLASSES, serial_driver_class
 
     if cfg.driver in SERIAL_DRIVER_CLASSES:

@@ -10,10 +10,11 @@ Declarations (class attributes; INDI style: what the controller can do, apart fr
     ``features: Features``      max position, temperature sensor (``None`` when only the handshake can tell:
                                 set ``has_temperature`` then), native backlash and reverse. An instance may
                                 replace it after the handshake (e.g. a max position read from the firmware).
-    ``link_settings: LinkSettings``  default baud, whether the board resets when the port opens and how long it
-                                ignores input then (and whether to wait that out in silence before the
-                                handshake, which the engine then does), the handshake window, the poll
-                                intervals idle and moving.
+    ``link_settings: LinkSettings``  default baud (and ``other_bauds`` that builds of the firmware use, which
+                                ``probe`` tries after every dialect's default), whether the board resets when
+                                the port opens and how long it ignores input then (and whether to wait that out
+                                in silence before the handshake: ``wait_out_boot``, which the engine and the
+                                probe do), the handshake window, the poll intervals idle and moving.
     ``quirks: Quirks``          rules the engine applies for the dialect: never halt an idle controller (the
                                 ESP32 myFocuserPro2 keeps the halt armed and stops the next move); a move is
                                 ignored while moving, so a retarget is halt, wait for the stop, then move; the
@@ -32,8 +33,12 @@ command began)
     ``framer()``                a fresh framer for the replies (protocol.py: ``TerminatedFramer(b"#")``,
                                 ``LineFramer()``; or the codec's own, e.g. ``myfp2_protocol.ReplyFramer``).
     ``command_name(frame)``     the command a frame carries, for per-command counters (``:SN1A2B#`` -> ``SN``).
-    ``handshake(link, timeout)``  queries only (never a move or a setting), retried through the boot window;
-                                returns the firmware version (also kept in ``firmware``); raises NoController.
+    ``handshake(link, timeout)``  queries only (never a move or a setting: ``probe`` runs it on controllers of
+                                every protocol, and refuses a ``link.send`` that is not part of a query),
+                                retried through the boot window; returns the firmware version (also kept in
+                                ``firmware``; where the protocol names the model, e.g. Pegasus's ``OK_DMFCN``,
+                                set ``model`` too: ``probe`` shows it); raises NoController. A dialect's class
+                                must build with no arguments (``DIALECT()``) for a handshake.
     ``initialise(link)``        apply the configured settings and read the whole state: a ``Reading`` with
                                 position and moving (and the temperature when there is a sensor).
     ``poll(link, moving, last_position)``  one poll cycle, idle or moving: a ``Reading`` (fields left ``None``
@@ -78,6 +83,7 @@ class LinkSettings:
     """How the controller is reached and how often it is polled."""
 
     default_baud: int
+    other_bauds: tuple[int, ...] = ()  # speeds other builds of the firmware use; probe tries them last
     resets_on_open: bool = True  # DTR reboots the board when the port opens
     boot_time: float = 0.0  # seconds it ignores input after that
     quiet_boot: bool = False  # say nothing until boot_time has passed (else the handshake retries through it)
@@ -117,6 +123,7 @@ class Dialect(abc.ABC):
 
     def __init__(self) -> None:
         self.firmware: str | None = None  # the version the handshake read
+        self.model: str | None = None  # the model, when the handshake learnt it ("DMFC"); None: not said
         self.has_temperature = bool(self.features.temperature)
 
     @abc.abstractmethod
@@ -154,4 +161,20 @@ class Dialect(abc.ABC):
         """Set the position without moving; the position the controller then reports."""
 
     def description(self, port: str) -> str:
-        return f"{self.title} focuser on {port}, firmware {self.firmware or 'unknown'}"
+        """What the ASCOM Description shows; the firmware once the handshake has read it."""
+        return with_firmware(f"{self.title} focuser on {port}", self.firmware)
+
+
+def with_firmware(text: str, firmware: str | None) -> str:
+    """``text`` + ``, firmware 10`` once the version is known."""
+    return text if firmware is None else f"{text}, firmware {firmware}"
+
+
+def wait_out_boot(dialect: Dialect, link: SerialLink) -> None:
+    """Right after the port opened: for a board that resets then and misreads what it hears while booting
+    (``quiet_boot``), say nothing for its boot time, then forget what it printed (a boot banner). Other boards
+    are simply retried through the boot window by the handshake."""
+    settings = dialect.link_settings
+    if settings.resets_on_open and settings.quiet_boot:
+        link.pause(settings.boot_time)
+        link.flush()

@@ -26,7 +26,8 @@ import serial
 
 from alpaca_focuser.config import FocuserConfig
 from alpaca_focuser.drivers import moonlite_protocol as mp
-from alpaca_focuser.drivers.dialect import INIT_TRIES, Dialect, Features, LinkSettings, Quirks, Reading
+from alpaca_focuser.drivers.dialect import (INIT_TRIES, Dialect, Features, LinkSettings, Quirks, Reading,
+                                            with_firmware)
 from alpaca_focuser.drivers.protocol import Framer, ProtocolError
 from alpaca_focuser.drivers.serial_engine import SerialEngine
 from alpaca_focuser.drivers.serial_link import SerialLink
@@ -134,7 +135,7 @@ class MoonliteDialect(Dialect):
         return _poll(link, mp.GET_POSITION, mp.parse_position)
 
     def description(self, port: str) -> str:
-        return f"Moonlite-compatible focuser on {port}, firmware {self.firmware or 'unknown'}"
+        return with_firmware(f"Moonlite-compatible focuser on {port}", self.firmware)
 
 
 def _poll(link: SerialLink, cmd: str, parser: Callable[[bytes], T]) -> T | None:

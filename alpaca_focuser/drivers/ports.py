@@ -13,6 +13,7 @@ import errno
 import glob
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -118,8 +119,9 @@ def list_ports(by_id_dir: str = BY_ID_DIR) -> list[PortInfo]:
     return ports
 
 
-def format_ports(ports: list[PortInfo]) -> str:
-    """A plain text table; each port's config path is on its own line so it can be copied whole."""
+def format_ports(ports: list[PortInfo], probed: dict[str, str] | None = None) -> str:
+    """A plain text table; each port's config path is on its own line so it can be copied whole. ``probed``:
+    what probing found, by device, shown under each port."""
     if not ports:
         return "No serial ports found.\n"
     headers = ("DEVICE", "USB ID", "MANUFACTURER", "DESCRIPTION", "SERIAL")
@@ -131,6 +133,8 @@ def format_ports(ports: list[PortInfo]) -> str:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
         for link in port.by_id:
             lines.append(f"    port = \"{link}\"")
+        if probed is not None:
+            lines.append(f"    probe: {probed.get(port.device, 'not probed')}")
     if not any(p.by_id for p in ports):
         lines.append("")
         lines.append(f"No {BY_ID_DIR} links: use the device path, but it may change after a reboot or replug.")
@@ -138,9 +142,29 @@ def format_ports(ports: list[PortInfo]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``alpaca-focuser ports`` takes no arguments."""
+    from alpaca_focuser.drivers.probe import positive_seconds
+
+    parser.add_argument("--probe", action="store_true",
+                        help="also ask each USB serial port which focuser controller answers (queries only; a few "
+                             "seconds per port, all ports at once)")
+    parser.add_argument("--timeout", type=positive_seconds, default=None, metavar="S",
+                        help="with --probe: how long each controller's handshake keeps trying (default: each "
+                             "protocol's own window)")
+
+
+NOT_PROBED = "not probed: not a USB adapter (often a console or Bluetooth); `alpaca-focuser probe {}` tries it"
 
 
 def run(args: argparse.Namespace) -> int:
-    print(format_ports(list_ports()), end="")
+    ports = list_ports()
+    probed: dict[str, str] | None = None
+    if args.probe:
+        from alpaca_focuser.drivers.probe import probe_ports
+
+        usb = [p.best_path for p in ports if p.vid is not None]
+        if usb:
+            print(f"Probing {len(usb)} USB serial port(s)...", file=sys.stderr, flush=True)
+        results = {r.port: r.summary() for r in probe_ports(usb, timeout=args.timeout)}
+        probed = {p.device: results.get(p.best_path) or NOT_PROBED.format(p.device) for p in ports}
+    print(format_ports(ports, probed), end="")
     return 0

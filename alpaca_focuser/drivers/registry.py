@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from alpaca_focuser.drivers.serial_engine import SerialEngine
 
-#: config name -> "module:class". Order matters for probing: see probe.py.
+#: config name -> "module:class", in probing order (probe.py says why): "myfp2", then "pegasus", then "moonlite".
+#: A new line goes where its protocol's queries confuse no controller tried after it.
 SERIAL_DRIVER_CLASSES: dict[str, str] = {
     "moonlite": "alpaca_focuser.drivers.moonlite:MoonliteDriver",
     "myfp2": "alpaca_focuser.drivers.myfp2:MyFP2Driver",

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import serial
 
@@ -39,11 +39,22 @@ from alpaca_focuser.drivers.link_stats import LinkStatsSnapshot
 from alpaca_focuser.drivers.serial_owner import Mailbox, PortOwner
 from alpaca_focuser.errors import SERIAL_PORT_ERROR, DriverError, InvalidValueError
 
+if TYPE_CHECKING:
+    from alpaca_focuser.config import FocuserConfig
+
 log = logging.getLogger(__name__)
 
 
 class SerialEngine(FocuserDriver):
     """A ``FocuserDriver`` for any serial ``Dialect``. Settings left None take the dialect's defaults."""
+
+    #: A registered driver's dialect class (registry.py); ``DIALECT()`` must do for a handshake (probe.py).
+    DIALECT: ClassVar[type[Dialect]]
+
+    @classmethod
+    def from_config(cls, cfg: FocuserConfig) -> SerialEngine:
+        """The driver a ``[[focuser]]`` table naming it asks for; every registered driver implements it."""
+        raise NotImplementedError(f"{cls.__name__} is not a registered driver")
 
     def __init__(self, port: str, dialect: Dialect, *, baud: int | None = None, read_timeout: float = 0.5,
                  name: str | None = None, moving_poll_interval: float | None = None,

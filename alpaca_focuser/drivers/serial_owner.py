@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import serial
 
 from alpaca_focuser.drivers.base import DriverStatus
-from alpaca_focuser.drivers.dialect import Reading
+from alpaca_focuser.drivers.dialect import Reading, wait_out_boot
 from alpaca_focuser.drivers.link_stats import LinkStats
 from alpaca_focuser.drivers.ports import PORT_ERRORS, describe_port_error, open_serial
 from alpaca_focuser.drivers.protocol import Cancelled, NoController, ProtocolError
@@ -296,11 +296,8 @@ class PortOwner:
         self._link = link = SerialLink(port, self.dialect.framer(), engine.read_timeout,
                                        command_name=self.dialect.command_name, stats=self.mail.stats, stop=stop,
                                        max_failures=MAX_FAILED_POLLS, label=self.label)
-        settings = self.dialect.link_settings
         try:
-            if settings.resets_on_open and settings.quiet_boot:
-                link.pause(settings.boot_time)  # a board that takes what it hears while booting as noise
-                link.flush()  # and whatever it printed meanwhile (a boot banner)
+            wait_out_boot(self.dialect, link)
             self.dialect.handshake(link, engine.handshake_timeout)
             state = self.dialect.initialise(link)
         except BaseException as exc:

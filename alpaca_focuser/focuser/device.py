@@ -243,9 +243,9 @@ class FocuserDevice:
         """Description of the device (not the driver), at most 64 characters for FITS headers."""
         text = self.cfg.description
         if not text:
-            # A serial driver's own (its dialect's): the controller, the port, the firmware once connected.
-            text = ("Simulated focuser" if self.cfg.driver == "simulator"
-                    else self.driver.capabilities().description)
+            # A serial driver names its controller and port, and the firmware once connected (with driver = "auto":
+            # the controller that answered the probe).
+            text = "Simulated focuser" if self.cfg.driver == "simulator" else self.driver.capabilities().description
         return text[:64]
 
     def driver_info(self) -> str:
