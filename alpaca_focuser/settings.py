@@ -25,7 +25,7 @@ from alpaca_focuser.config import (
     ConfigError,
     FocuserConfig,
 )
-from alpaca_focuser.errors import InvalidOperationError
+from alpaca_focuser.errors import InvalidOperationError, InvalidValueError
 from alpaca_focuser.focuser.device import FocuserDevice
 
 if TYPE_CHECKING:
@@ -183,6 +183,9 @@ class Settings:
                     self._restore(old_text)
                     unsafe = [k for k in changed if KEYS_BY_NAME.get(k) and KEYS_BY_NAME[k].unsafe_while_moving]
                     raise SettingsRejected(exc.message, status=409, key=unsafe[0] if unsafe else None) from None
+                except InvalidValueError as exc:  # a value the running hardware cannot take (max_step)
+                    self._restore(old_text)
+                    raise SettingsRejected(exc.message, status=422, key="max_step") from None
                 result.applied = list(applied)
             self.saved = new_config
             for key, when in self.pending(index).items():

@@ -98,3 +98,22 @@ def test_max_step_above_the_controllers_is_refused_then_written_when_asked(make_
     assert g.MaxStep == 50000 == emu.firmware.settings.max_step
     g.Move(12000)  # beyond the controller's old limit
     assert wait_stopped(g) == 12000 == emu.firmware.position
+
+
+def test_a_max_step_beyond_the_controllers_is_refused_from_the_settings_page(make_myfp2_emu: Any,
+                                                                           server_factory: Any) -> None:
+    """MaxStep is a live setting, but the controller keeps its own limit: a running server refuses to raise it
+    beyond that (Move would otherwise clamp to positions the motor cannot reach) and changes nothing."""
+    import requests
+
+    emu = make_myfp2_emu(resets_on_open=False, steps_per_second=5000.0)  # MaxStep 10000
+    server = server_factory(myfp2_table(emu, max_step=8000, max_increment=8000))
+    f = alpyca(server)
+    f.Connected = True
+    url = f"http://127.0.0.1:{server.port}/setup/v1/focuser/0/settings"
+    refused = requests.post(url, json={"max_step": "20000"}, timeout=10)
+    assert refused.status_code == 422 and refused.json()["key"] == "max_step", refused.text
+    assert "max_step 20000 is beyond what the connected controller can reach (10000)" in refused.json()["error"]
+    assert f.MaxStep == 8000 and server.settings.saved.focusers[0].max_step == 8000
+    allowed = requests.post(url, json={"max_step": "10000"}, timeout=10)
+    assert allowed.status_code == 200 and f.MaxStep == 10000

@@ -292,7 +292,9 @@ class FocuserDevice:
         Everything derived follows at once, because it reads the configuration at the time of use: the motion
         limits, reverse, backlash, settle, compensation parameters and the averaging window. A key marked
         ``unsafe_while_moving`` (MaxStep, Absolute, Reverse) may only change while the focuser is still:
-        InvalidOperationError otherwise, and nothing changes. Keys that apply only on reconnect or restart
+        InvalidOperationError otherwise, and nothing changes. A MaxStep beyond what the connected hardware can
+        reach (a myFocuserPro2's own MaxStep, say) is refused with InvalidValueError: Move would clamp to a limit
+        the motor cannot reach. Keys that apply only on reconnect or restart
         (driver, port, speed, ...) keep their running value, since the driver was built from it; they are logged
         as waiting and not returned; with a driver factory, those marked "reconnect" are kept for the next Connect,
         which rebuilds the driver from them.
@@ -302,9 +304,15 @@ class FocuserDevice:
             differ = [f.name for f in fields(FocuserConfig) if getattr(old, f.name) != getattr(new_cfg, f.name)]
             changed = [key for key in differ if KEYS_BY_NAME[key].applies == LIVE]
             unsafe = [key for key in changed if KEYS_BY_NAME[key].unsafe_while_moving]
-            if unsafe and self.engine.is_moving(self.driver.status()):
+            status = self.driver.status()
+            if unsafe and self.engine.is_moving(status):
                 raise InvalidOperationError(f"{', '.join(unsafe)} cannot change while the focuser is moving; "
                                             f"Halt it or wait until it stops")
+            reach = self.driver.capabilities().max_position
+            if "max_step" in changed and new_cfg.absolute and status.connected and new_cfg.max_step > reach:
+                raise InvalidValueError(f"max_step {new_cfg.max_step} is beyond what the connected controller can "
+                                        f"reach ({reach}); lower it, or change the controller's own limit and "
+                                        f"reconnect")
             self.cfg = replace(old, **{key: getattr(new_cfg, key) for key in changed})
             reconnect = [key for key in differ if KEYS_BY_NAME[key].applies == RECONNECT]
             if self._driver_factory is not None:
