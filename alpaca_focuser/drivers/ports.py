@@ -65,7 +65,7 @@ def open_serial(path: str, *, baud: int, read_timeout: float,
                        stopbits=serial.STOPBITS_ONE, timeout=read_timeout, write_timeout=max(1.0, 2 * read_timeout),
                        xonxoff=False, rtscts=False, dsrdtr=False,
                        exclusive=True)  # a second program on the same controller would steal its replies
-    except (*PORT_ERRORS, ValueError) as exc:
+    except PORT_ERRORS + (ValueError,) as exc:
         raise DriverError(f"Cannot open serial port {path}: {_describe_open_error(exc)}", SERIAL_PORT_ERROR) from exc
 
 

@@ -140,7 +140,7 @@ class PortOwner:
                 reading = self.dialect.poll(link, True, self.mail.status.position)
                 if reading is not None and reading.moving:
                     log.warning("%s: the motor still reports moving after the final halt", self.label)
-            except (*PORT_ERRORS, ProtocolError) as exc:
+            except PORT_ERRORS + (ProtocolError,) as exc:
                 log.warning("%s: could not confirm the final halt: %s", self.label, describe_port_error(exc))
         self._close_port()
 

@@ -305,7 +305,7 @@ class PegasusFirmware:
     def _position(self, _: int | None) -> str:
         return str(self.position)
 
-    def _moving(self, _: int | None) -> str:
+    def _moving_query(self, _: int | None) -> str:
         return str(int(self.moving))
 
     def _get_speed(self, _: int | None) -> str:
@@ -367,7 +367,7 @@ class PegasusFirmware:
         return str(int(self.stepper))
 
     _HANDLERS: dict[str, Callable[["PegasusFirmware", int | None], str | None]] = {
-        "#": _handshake, "A": _status, "V": _version, "T": _temperature, "P": _position, "I": _moving,
+        "#": _handshake, "A": _status, "V": _version, "T": _temperature, "P": _position, "I": _moving_query,
         "B": _get_speed, "X": _knob_position, "M": _move, "G": _move_relative, "H": _halt, "W": _sync,
         "S": _set_speed, "C": _set_backlash, "N": _reverse, "E": _knob, "L": _led, "R": _motor_mode,
     }
