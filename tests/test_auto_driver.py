@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from alpaca_focuser.config import DRIVERS, FOCUSER_KEYS, KEYS_BY_NAME, ConfigError, parse_config
-from alpaca_focuser.drivers import create_driver
+from alpaca_focuser.drivers import create_driver, probe
 from alpaca_focuser.drivers.auto import AutoDriver
 from alpaca_focuser.emulator.pty_link import PtyLink
 from alpaca_focuser.errors import DEVICE_NOT_RESPONDING, SERIAL_PORT_ERROR, DriverError
@@ -79,7 +79,7 @@ def test_auto_config_needs_a_port_and_takes_baud_only_when_set() -> None:
 
 @pytest.mark.parametrize("key", [k.key for k in FOCUSER_KEYS if k.drivers and "auto" not in k.drivers])
 def test_auto_config_refuses_a_key_that_means_something_else_to_each_controller(key: str) -> None:
-    value = {"speed": 2, "half_step": True, "temperature": 5.0}.get(key, 1)
+    value = {"bool": True, "number": 5.0}.get(KEYS_BY_NAME[key].kind, 2)  # valid for the key, wrong for auto
     with pytest.raises(ConfigError, match=rf'\[focuser #0\] {key}: does not apply to driver = "auto"') as info:
         auto_table(port="/dev/ttyUSB0", **{key: value})
     assert info.value.key == key and "alpaca-focuser probe /dev/ttyUSB0" in str(info.value)
@@ -155,7 +155,8 @@ def test_auto_connect_errors_say_what_was_tried(make_auto: Any, short_dir: Path)
         with pytest.raises(DriverError) as silent:
             make_auto(path).connect()
     assert silent.value.number == DEVICE_NOT_RESPONDING
-    assert silent.value.message.startswith(f"No focuser controller answered on {path} (tried moonlite at 9600 baud")
+    tried = ", ".join(f"{name} at {baud} baud" for name, baud in probe.candidates())
+    assert silent.value.message.startswith(f"No focuser controller answered on {path} (tried {tried}; ")
 
 
 def test_auto_refuses_a_max_step_beyond_the_controller_found(emulator: Any, make_auto: Any) -> None:
