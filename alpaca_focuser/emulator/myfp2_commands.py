@@ -29,8 +29,10 @@ STEP_DELAY_RANGE = (800, 12000)  # microseconds, ``:56#`` (the Nano's clamp)
 Handler = Callable[["MyFP2Firmware", str, float], "str | None"]
 
 #: The strict form of each command's argument (commands not listed take none).
-_NUMBER, _SIGNED, _DIGIT, _NONE = re.compile(r"[0-9]{1,7}"), re.compile(r"-?[0-9]{1,7}"), re.compile(r"[01]"), \
-    re.compile(r"")
+_NUMBER = re.compile(r"[0-9]{1,7}")
+_SIGNED = re.compile(r"-?[0-9]{1,7}")
+_DIGIT = re.compile(r"[01]")
+_NONE = re.compile(r"")
 _ARGUMENT_FORMS: dict[int, re.Pattern[str]] = {
     **dict.fromkeys((5, 7, 15, 22, 30, 31, 56, 71, 77, 79), _NUMBER), 64: _SIGNED,
     **dict.fromkeys((12, 14, 23, 73, 75, 88), _DIGIT),
