@@ -9,16 +9,19 @@ the protocol notes (docs/protocols/), independently of the drivers.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 import tty
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
 from alpaca_focuser.drivers.registry import SERIAL_DRIVER_CLASSES
 from alpaca_focuser.emulator.cli import PROTOCOLS
 from alpaca_focuser.emulator.pty_link import PtyLink
+from conftest import started_until_teardown
 
 #: (protocol, profile) for every profile of every emulated protocol; the first profile is the default.
 PROFILES = [(name, profile) for name, spec in PROTOCOLS.items() for profile in spec.profiles]
@@ -52,6 +55,17 @@ def start_emulator(protocol: str, profile: str, link: str, *, boot_delay: float 
     return PtyLink(firmware, link, boot_delay, name=protocol).start()
 
 
+def emulators(folder: Path) -> Iterator[Callable[..., PtyLink]]:
+    """The body of an ``emulator`` fixture (``yield from`` it): ``start(protocol, profile, **options)`` is
+    ``start_emulator`` with a link in ``folder``; each emulator started is stopped at teardown."""
+    numbers = itertools.count()
+
+    def start(protocol: str, profile: str, **options: Any) -> PtyLink:
+        return start_emulator(protocol, profile, str(folder / f"tty{protocol}{next(numbers)}"), **options)
+
+    yield from started_until_teardown(start, PtyLink.stop)
+
+
 # --- what the probe may send ----------------------------------------------------------------------------------
 MOONLITE_QUERIES = {"GP", "GN", "GI", "GT", "GV", "GD", "GH", "GC", "GB"}
 MOONLITE_ACTIONS = {"SP", "SN", "FG", "FQ", "SD", "SH", "SF", "SC", "+", "-"}
@@ -82,11 +96,12 @@ def harmful(protocol: str, command: str, rejected: bool) -> bool:
     raise AssertionError(f"no query list for {protocol}")
 
 
-def only_queries(protocol: str, emu: PtyLink) -> list[str]:
-    """Every command the firmware received, after checking that none could move or change anything."""
+def only_queries(protocol: str, emu: PtyLink, since: int = 0) -> list[str]:
+    """Every command the firmware received (from the ``since``-th on), after checking that none could move or
+    change anything."""
     firmware = emu.firmware
     rejected = list(getattr(firmware, "rejected_commands", []))
-    commands = [command for _, command in emu.command_log]
+    commands = [command for _, command in emu.command_log[since:]]
     bad = [c for c in commands if harmful(protocol, c, c in rejected)]
     assert not bad, f"{protocol} firmware was sent more than queries: {bad} (all: {commands})"
     return commands

@@ -19,15 +19,18 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from alpaca_focuser.config import DRIVERS, FOCUSER_KEYS, KEYS_BY_NAME, ConfigError, parse_config
-from alpaca_focuser.drivers import create_driver
+from alpaca_focuser.drivers import create_driver, probe
 from alpaca_focuser.drivers.auto import AutoDriver
+from alpaca_focuser.drivers.registry import SERIAL_DRIVER_CLASSES, serial_driver_class
 from alpaca_focuser.emulator.pty_link import PtyLink
 from alpaca_focuser.errors import DEVICE_NOT_RESPONDING, SERIAL_PORT_ERROR, DriverError
+from alpaca_focuser.focuser.device import CONNECT_TIMEOUT
 from alpaca_http import AlpacaHttp
 from conftest import REPO, make_config, started_until_teardown, wait_until
 from emulated import DEFAULT_PROFILES, FIRMWARE_VERSION, need_driver, only_queries, silent_pty, start_emulator
 
 WINDOW = 1.5  # each handshake's window while probing (see test_probe.py)
+AUTO_CONNECT_SPARE = 4.0  # seconds auto's worst connect must leave of the device's CONNECT_TIMEOUT
 TABLE = {"name": "Auto", "driver": "auto", "max_step": 8000, "max_increment": 8000}
 
 
@@ -79,7 +82,7 @@ def test_auto_config_needs_a_port_and_takes_baud_only_when_set() -> None:
 
 @pytest.mark.parametrize("key", [k.key for k in FOCUSER_KEYS if k.drivers and "auto" not in k.drivers])
 def test_auto_config_refuses_a_key_that_means_something_else_to_each_controller(key: str) -> None:
-    value = {"speed": 2, "half_step": True, "temperature": 5.0}.get(key, 1)
+    value = {"bool": True, "number": 5.0}.get(KEYS_BY_NAME[key].kind, 2)  # valid for the key, wrong for auto
     with pytest.raises(ConfigError, match=rf'\[focuser #0\] {key}: does not apply to driver = "auto"') as info:
         auto_table(port="/dev/ttyUSB0", **{key: value})
     assert info.value.key == key and "alpaca-focuser probe /dev/ttyUSB0" in str(info.value)
@@ -91,7 +94,7 @@ def test_the_shipped_config_documents_an_auto_table_that_loads() -> None:
     block = text[start:text.index("\n\n", start)]
     table = "\n".join(line[2:] for line in block.splitlines())
     cfg = parse_config(tomllib.loads(table), "config.toml").focusers[0]
-    assert (cfg.driver, cfg.baud, cfg.max_step) == ("auto", 9600, 10000)
+    assert (cfg.driver, cfg.baud, cfg.max_step) == ("auto", None, 10000)  # each controller at its own speed
 
 
 # --- probing at connect -------------------------------------------------------------------------------------------
@@ -155,7 +158,21 @@ def test_auto_connect_errors_say_what_was_tried(make_auto: Any, short_dir: Path)
         with pytest.raises(DriverError) as silent:
             make_auto(path).connect()
     assert silent.value.number == DEVICE_NOT_RESPONDING
-    assert silent.value.message.startswith(f"No focuser controller answered on {path} (tried moonlite at 9600 baud")
+    tried = ", ".join(f"{name} at {baud} baud" for name, baud in probe.candidates())
+    assert silent.value.message.startswith(f"No focuser controller answered on {path} (tried {tried}; ")
+
+
+def test_auto_worst_connect_fits_in_the_device_s_connect_timeout() -> None:
+    """The worst ``auto`` connect: the first choice's handshake window runs out, then every dialect's window while
+    probing a port where nothing answers (bench/probe_timing.py measures it: 19.4 s). It must leave the device's
+    CONNECT_TIMEOUT room for the serial opens and a loaded machine, or a Connected=true request gives up while the
+    connect is still under way. A new dialect, another speed or a longer window counts against this."""
+    windows = {name: serial_driver_class(name).DIALECT.link_settings.handshake_timeout
+               for name in SERIAL_DRIVER_CLASSES}
+    tries = probe.candidates()
+    worst = max(windows.values()) + sum(windows[name] for name, _ in tries) + len(tries) * probe.REOPEN_PAUSE
+    assert worst + AUTO_CONNECT_SPARE <= CONNECT_TIMEOUT, (
+        f"auto's worst connect is {worst:.1f} s: less than {AUTO_CONNECT_SPARE} s short of CONNECT_TIMEOUT")
 
 
 def test_auto_refuses_a_max_step_beyond_the_controller_found(emulator: Any, make_auto: Any) -> None:

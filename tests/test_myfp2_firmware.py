@@ -1,6 +1,6 @@
 """The myFocuserPro2 firmware model driven with a fake clock: replies, moves, move-while-moving, halt (Nano and the
 ESP32's armed halt), sync, MaxStep, no probe, temperature, EEPROM quiet period, boot (banner, volatile state),
-the strict parser, and a cross-check of the project's codec against it on bytes."""
+the firmware's line parser (serialEvent, toInt), and a cross-check of the project's codec against it on bytes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from alpaca_focuser.drivers import myfp2_protocol as mp
+from alpaca_focuser.emulator.framing import LINE_LIMIT
 from alpaca_focuser.emulator.myfp2_firmware import BOOT_DELAYS, PROFILES, MyFP2Firmware
 from fake_clock import FakeClock
 
@@ -361,7 +362,8 @@ def test_boot_drops_a_partial_frame_and_a_move_in_progress(clock: FakeClock) -> 
     clock.advance(3.0)
     fw.feed(b":05")
     reboot(fw, clock)
-    assert ask(fw, b"99#:00#:01#") == b"P1000#I0#"  # '99#' without ':' is noise; back at the saved position
+    assert ask(fw, b"99#:00#:01#") == b"P1000#I0#"  # the line is new: '99#' is command 99 (none); back at the saved
+    # position
     assert fw.physical_position == 1300  # the motor stopped where the reset caught it
     assert fw.boots == 1
 
@@ -436,15 +438,35 @@ def test_boot_clears_an_armed_halt(clock: FakeClock) -> None:
     assert fw.position == 100
 
 
-# --- the strict parser ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("frame", [b":05abc#", b":05-5#", b":05 10#", b":051.5#", b":1201#", b":12x#", b":14#",
-                                   b":00x#", b":0#", b":#", b":ab#", b":5#", b":0512345678#"])
-def test_malformed_frames_are_rejected_and_change_nothing(clock: FakeClock, frame: bytes) -> None:
+# --- the firmware's parser: serialEvent keeps its line, toInt() reads the rest ------------------------------------
+@pytest.mark.parametrize(("frame", "target"), [(b":05abc#", 0), (b":05-5#", 0), (b":05 10#", 10), (b":051.5#", 1),
+                                               (b":5#", 0), (b":0512345678#", 10000), (b":05200\r\n#", 200)])
+def test_a_garbled_move_goes_where_to_int_reads_it(clock: FakeClock, frame: bytes, target: int) -> None:
+    """serialcomms.h case 5: ``WorkString.toInt()``, then clamped to 0..MaxStep; no digits read as 0."""
     fw = make(clock, position=100)
-    before = fw.settings.copy()
     assert ask(fw, frame) == b""
-    assert fw.rejected_commands == [frame[1:-1].decode()]
-    assert fw.settings == before and fw.position == 100 and not fw.moving
+    assert fw.rejected_commands == [frame[1:-1].decode()]  # not what a driver should send ...
+    assert fw.target == target and fw.moving  # ... but the motor runs all the same
+
+
+@pytest.mark.parametrize(("profile", "frames", "reply"), [
+    ("nano", b":1210#:11#", b"O1#"),  # the first character only (INDI's old ":12%02d#" set the wrong value)
+    ("nano", b":121#:1201#:11#", b"O0#"),
+    ("nano", b":12x#:11#", b"O72#"),  # 'x' - '0', kept as a byte
+    ("nano", b":14#:13#", b"R208#"),  # past the end of the String: 0 - '0'
+    ("esp32", b":14#:13#", b"R243#"),  # the ESP reads the '#' it put back on the line
+])
+def test_on_off_settings_keep_the_byte_of_their_first_character(clock: FakeClock, profile: str, frames: bytes,
+                                                                reply: bytes) -> None:
+    assert ask(make(clock, profile), frames) == reply
+
+
+@pytest.mark.parametrize("frame", [b":00x#", b":0#", b":#", b":ab#", b":GV#", b"#", b":00\r\n#"])
+def test_a_command_number_that_is_not_two_digits_reads_as_zero_and_queries_ignore_arguments(
+        clock: FakeClock, frame: bytes) -> None:
+    """``substring(0, 2).toInt()``: Moonlite's ``:GV#`` and a bare ``#`` on an empty line ask the position."""
+    fw = make(clock, position=100)
+    assert ask(fw, frame) == b"P100#"
 
 
 def test_unknown_commands_are_logged_without_a_reply(clock: FakeClock) -> None:
@@ -454,18 +476,44 @@ def test_unknown_commands_are_logged_without_a_reply(clock: FakeClock) -> None:
     assert fw.commands == ["99", "00"] and fw.command_counts["00"] == 1
 
 
-def test_noise_between_frames_and_restarted_frames(clock: FakeClock) -> None:
+@pytest.mark.parametrize("profile", ["nano", "esp32"])
+def test_a_bare_hash_runs_again_what_the_line_still_holds(clock: FakeClock, profile: str) -> None:
+    """'#' queues the line and keeps it: the last command runs again, a move included."""
+    fw = make(clock, profile, position=1000)
+    ask(fw, b":64500#")  # a relative move: 500 steps out
+    clock.advance(10.0)
+    assert fw.position == 1500 and fw.line == "64500"
+    assert ask(fw, b"#\n") == b""  # Pegasus's identify query: the same move once more
+    clock.advance(10.0)
+    assert fw.position == 2000 and fw.commands == ["64500", "64500"]
+    assert fw.line == ("64500" if profile == "esp32" else "64500\n")  # the Nano keeps the line feed too
+    assert ask(fw, b"A\n#\n") == b""  # the line now holds "64500\nA\n" (Nano): toInt() still reads 500
+    clock.advance(10.0)
+    assert fw.position == 2500
+    assert ask(fw, b":03#") == b"F%s#" % fw.profile.firmware_version.encode() and fw.line == "03"
+    assert ask(fw, b"#") == b"F%s#" % fw.profile.firmware_version.encode()  # a query left there is harmless
+
+
+def test_bytes_outside_a_frame_stay_in_the_line_until_a_colon(clock: FakeClock) -> None:
     fw = make(clock)
-    assert ask(fw, b"junk\r\n:0:00#xx:01#") == b"P5000#I0#"
-    assert ask(fw, b":" + b"1" * 40 + b"#:00#") == b"P5000#"  # over-long frame discarded
+    assert ask(fw, b"junk\r\n:0:00#xx:01#") == b"P5000#I0#"  # ':' empties the line, noise before it is gone
+    assert ask(fw, b"3#") == b"I0#"  # after a frame, bytes join its line: "013" is still command 1
+    assert ask(fw, b":" + b"1" * 40 + b"#:00#") == b"O0#P5000#"  # no length limit short of the heap: command 11
     assert [fw.feed(bytes([b])) for b in b":08#"] == [b"", b"", b"", b"M10000#"]
+
+
+def test_a_line_that_never_meets_a_colon_starts_over_when_memory_runs_out(clock: FakeClock) -> None:
+    fw = make(clock)
+    fw.feed(b"\xff" * LINE_LIMIT + b"!08")  # the String's allocation fails: emptied, and the "!" lost with it
+    assert fw.line == "08" and ask(fw, b"#") == b"M10000#"
 
 
 def test_line_endings_inside_a_frame(clock: FakeClock) -> None:
     assert ask(make(clock, "esp32"), b":0\r\n0#") == b"P5000#"  # the ESP parser skips them
     nano = make(clock)
-    assert ask(nano, b":00\r\n#") == b""  # the Nano keeps them: a garbled command
-    assert nano.rejected_commands == ["00\r\n"]
+    assert ask(nano, b":0\r\n0#") == b"P5000#"  # the Nano keeps them: "0\r\n0" is toInt() 0, get position
+    assert ask(nano, b":0\r\n5#") == b"P5000#" and not nano.moving  # not a move: command 0, not 5
+    assert nano.rejected_commands == ["0\r\n0", "0\r\n5"]
 
 
 def test_byte_settings_wrap_like_the_firmware(clock: FakeClock) -> None:

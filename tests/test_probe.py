@@ -27,9 +27,9 @@ from alpaca_focuser.drivers.ports import PortInfo, format_ports
 from alpaca_focuser.drivers.registry import SERIAL_DRIVER_CLASSES
 from alpaca_focuser.emulator.pty_link import PtyLink
 from alpaca_focuser.errors import SERIAL_PORT_ERROR
-from conftest import REPO, started_until_teardown
-from emulated import (DEFAULT_PROFILES, FIRMWARE_VERSION, PROFILES, harmful, need_driver, only_queries, silent_pty,
-                      start_emulator)
+from conftest import REPO
+from emulated import (DEFAULT_PROFILES, FIRMWARE_VERSION, PROFILES, emulators, harmful, need_driver, only_queries,
+                      silent_pty)
 
 #: Unsolicited noise that no protocol's reply grammar accepts. (A well-formed reply, such as Moonlite's "123#",
 #: arriving just after a query is indistinguishable from the answer on any of these protocols.)
@@ -44,12 +44,7 @@ SAFE_ORDER = ("myfp2", "pegasus", "moonlite")
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[Callable[..., PtyLink]]:
     """``emulator(protocol, profile, **options)``: a started emulator linked in tmp_path (see emulated.py)."""
-    numbers = itertools.count()
-
-    def start(protocol: str, profile: str, **options: Any) -> PtyLink:
-        return start_emulator(protocol, profile, str(tmp_path / f"tty{protocol}{next(numbers)}"), **options)
-
-    yield from started_until_teardown(start, PtyLink.stop)
+    yield from emulators(tmp_path)
 
 
 class Opens:
@@ -128,8 +123,9 @@ def test_probe_finds_each_emulated_controller_with_queries_only(emulator: Any, p
     assert found is not None, result.summary()
     assert (found.driver, found.firmware) == (protocol, FIRMWARE_VERSION[protocol](emu.firmware))
     assert result.summary() == probe.controller_summary(protocol, found.model, found.firmware)
-    before = [a.driver for a in result.attempts[:-1]]
-    assert before == list(SERIAL_DRIVER_CLASSES)[:len(before)] and protocol not in before
+    tries = [(a.driver, a.baud) for a in result.attempts]
+    assert tries == probe.candidates()[:len(tries)]  # in the safe order, stopping at the first answer
+    assert found.baud == getattr(emu.firmware, "baud", found.baud)  # at the board's own speed (ESP32: 115200)
     assert all(a.problem == "no answer" for a in result.attempts[:-1])
 
 

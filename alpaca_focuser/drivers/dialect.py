@@ -37,7 +37,9 @@ command began)
                                 every protocol, and refuses a ``link.send`` that is not part of a query),
                                 retried through the boot window; returns the firmware version (also kept in
                                 ``firmware``; where the protocol names the model, e.g. Pegasus's ``OK_DMFCN``,
-                                set ``model`` too: ``probe`` shows it); raises NoController. A dialect's class
+                                set ``model`` to its name, "DMFC": ``probe`` shows it); raises NoController.
+                                Probed after other protocols, it may find their frames in the controller's input:
+                                a reply that is no answer is asked again, not taken for silence. A dialect's class
                                 must build with no arguments (``DIALECT()``) for a handshake.
     ``initialise(link)``        apply the configured settings and read the whole state: a ``Reading`` with
                                 position and moving (and the temperature when there is a sensor).

@@ -73,8 +73,9 @@ class MyFP2Dialect(Dialect):
     name = "myfp2"
     title = "myFocuserPro2"
     features = Features(max_position=mp.MAX_POSITION, temperature=None, backlash=True, reverse=True)
-    link_settings = LinkSettings(default_baud=mp.DEFAULT_BAUD, resets_on_open=True, boot_time=2.0,
-                                 handshake_timeout=4.0, moving_poll_interval=0.1, idle_poll_interval=1.0)
+    link_settings = LinkSettings(default_baud=mp.DEFAULT_BAUD, other_bauds=(mp.ESP32_BAUD,), resets_on_open=True,
+                                 boot_time=2.0, handshake_timeout=4.0, moving_poll_interval=0.1,
+                                 idle_poll_interval=1.0)
     quirks = Quirks(halt_when_idle=False, halt_answers=False, retarget_needs_halt=True)
 
     def __init__(self, options: MyFP2Options | None = None) -> None:

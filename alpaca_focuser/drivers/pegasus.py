@@ -3,9 +3,11 @@
 The codec is pegasus_protocol.py (docs/protocols/pegasus.md gives the sources); the port, the thread, the queue,
 Halt, faults and reconnects are serial_engine.py's. What is left here is what the engine cannot know about Pegasus:
 
-* Connecting sends ``#`` once. If nothing answers, the board is an old DMFC rebooting on the port's DTR: it is left
+* Connecting sends ``#``. If nothing answers, the board is an old DMFC rebooting on the port's DTR: it is left
   in silence for its 2 s boot (an Arduino bootloader misreads what it hears), then ``#`` is retried until the
-  handshake window ends. ``A`` then gives the firmware version and the whole state.
+  handshake window ends. A line that is not ``OK_...`` (``ERR:``, junk) comes from a board that is awake but whose
+  input line held something before our ``#``: what ``probe`` sent in other protocols before, on a board that does
+  not reset when the port opens. ``#`` is sent again at once. ``A`` then gives the firmware version and the state.
 * Only ``A`` is polled: it is self-describing, where a halt's ``0`` could pass for a ``P`` or ``I`` reply. Every wait
   for a reply skips lines that answer another command (``is_foreign_reply``: a late echo, a halt's ``0``).
 * Set commands: older firmware acknowledges only ``N``/``L``/``E``/``R``; firmware from about 2020 echoes every set
@@ -85,7 +87,7 @@ class PegasusDialect(Dialect):
         self.speed, self.backlash, self.reverse, self.led = speed, backlash, reverse, led
         self.switch_to_stepper = switch_to_stepper
         self.server_backlash, self.server_reverse = server_backlash, server_reverse
-        self.model: str | None = None  # the code after OK_, e.g. "DMFCN"
+        self.model_code: str | None = None  # the code after OK_, e.g. "DMFCN" (``model`` is its name, "DMFC")
         self.status: pp.PegasusStatus | None = None  # the last status line read
         self.acks: bool | None = None  # the board echoes M/W/C/S and answers H (None: not learnt yet)
         self._target: int | None = None  # the move in progress, to check where it ended (None after a halt)
@@ -108,11 +110,11 @@ class PegasusDialect(Dialect):
             if remaining <= 0:
                 raise NoController(f"no valid reply to # within {timeout:.1f} s")
             try:
-                self.model = link.query(HANDSHAKE, pp.parse_model,
-                                        min(link.read_timeout if rebooting else EARLY_PROBE, remaining),
-                                        matches=_not_foreign(HANDSHAKE))
+                self.model_code = link.query(HANDSHAKE, pp.parse_model,
+                                             min(link.read_timeout if rebooting else EARLY_PROBE, remaining),
+                                             matches=_not_foreign(HANDSHAKE))
                 break
-            except ProtocolError as exc:
+            except ReplyTimeout as exc:
                 log.debug("%s: handshake: %s", link.label, exc)
                 if not rebooting:  # an old DMFC reboots on open: say nothing until it has booted
                     rebooting = True
@@ -120,6 +122,11 @@ class PegasusDialect(Dialect):
                     link.flush()
                 else:
                     link.pause(DRAIN_TIME)
+            except ProtocolError as exc:  # awake, but our '#' ended a line that held something else: ask again
+                log.debug("%s: handshake: %s; asking again", link.label, exc)
+                link.pause(DRAIN_TIME)
+                link.flush()
+        self.model = pp.model_name(self.model_code)
         self.status = self._read_status(link)
         self.firmware = self.status.firmware
         return self.firmware
@@ -143,7 +150,7 @@ class PegasusDialect(Dialect):
         return link.query_retry(STATUS, pp.parse_status, INIT_TRIES, matches=_not_foreign(STATUS))
 
     def _leave_dc_mode(self, link: SerialLink) -> pp.PegasusStatus:
-        board = pp.model_name(self.model or "DMFC")
+        board = self.model or "DMFC"
         if not self.switch_to_stepper:
             raise DriverError(f"{link.label}: the {board} is in DC-motor mode, which has no position, so it cannot "
                               "be an absolute focuser. Switch it to stepper mode (Pegasus Unity: Motor Type = "
@@ -266,7 +273,7 @@ class PegasusDialect(Dialect):
         return None if status is None else status.position
 
     def description(self, port: str) -> str:
-        board = pp.model_name(self.model) if self.model else "focuser"
+        board = self.model or "focuser"
         return f"Pegasus Astro {board} on {port}, firmware {self.firmware or 'unknown'}"
 
 
@@ -302,7 +309,7 @@ class PegasusDriver(SerialEngine):
     @property
     def model(self) -> str | None:
         """The board's model code from the handshake (``DMFCN``, ``FC``, ...)."""
-        return self.pegasus.model
+        return self.pegasus.model_code
 
     @property
     def acknowledges_set_commands(self) -> bool | None:

@@ -14,12 +14,16 @@ each protocol's queries do to the other controllers (read from their firmware so
   start with an empty line, but a Pro Micro (native USB) or a board with auto-reset disabled does not, and over
   native USB the baud rate protects nothing. Probed first, its own handshake leaves a query in that line.
   Its frames are harmless elsewhere: Moonlite firmware ignores unknown commands, and a Pegasus gets a line that
-  starts with ``:`` (no command) once its own probe sends a newline.
+  starts with ``:`` (no command) once its own probe sends a newline; the Pegasus handshake takes the ``ERR:`` (or
+  junk) that answers it for a board that is awake and asks again at once.
 * Pegasus before Moonlite. Its queries (``#``, ``A``) are letters and newlines: a Moonlite firmware runs only
   known two-letter commands, which cannot be made of them.
 * Moonlite last. A myFocuserPro2 reads Moonlite's ``:GV#`` as command ``toInt("GV")`` = 0 and answers its
   position (``P5000#``), which Moonlite's version parser takes for firmware "P5000": tried earlier, a
   myFocuserPro2 would be driven as a Moonlite.
+
+tests/test_probe_order.py shows both myFocuserPro2 hazards on its emulator (whose serial input follows the
+firmware's ``serialEvent``: emulator/framing.py) in the wrong order, and their absence in this one.
 
 Each try opens the port anew at the dialect's baud. A board that resets when the port opens (DTR) reboots on
 every open, so each try waits out its boot: in silence where the dialect says so (``wait_out_boot``), else by

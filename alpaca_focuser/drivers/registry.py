@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 #: config name -> "module:class", in probing order (probe.py says why): "myfp2", then "pegasus", then "moonlite".
 #: A new line goes where its protocol's queries confuse no controller tried after it.
 SERIAL_DRIVER_CLASSES: dict[str, str] = {
-    "moonlite": "alpaca_focuser.drivers.moonlite:MoonliteDriver",
     "myfp2": "alpaca_focuser.drivers.myfp2:MyFP2Driver",
     "pegasus": "alpaca_focuser.drivers.pegasus:PegasusDriver",
+    "moonlite": "alpaca_focuser.drivers.moonlite:MoonliteDriver",
 }
 
 

@@ -15,9 +15,12 @@ reply bytes come out, and time comes from an injectable clock so tests drive mot
 - settings and position are written to EEPROM only after a quiet period (or ``:48#``); :meth:`boot` restores
   the saved copy, so what was not yet written is lost, position included, as on the real board.
 
-Strict where the firmware is lenient: exactly two command digits, plain decimal arguments, one digit for on/off
-settings, no argument on queries. A frame that breaks those rules is logged and recorded in
-``rejected_commands`` and changes nothing (the firmware's ``toInt()`` would read it as 0: a move to position 0).
+Serial input as the firmware's ``serialEvent`` handles it (framing.py): ``:`` empties the line, ``#`` runs what the
+line holds and keeps it (a bare ``#`` repeats the last command), bytes outside a frame stay in the line; the
+command number is ``toInt()`` of its first two characters and the arguments are read like the firmware reads them
+(myfp2_commands.py), so a garbled frame does what it would do on a real board. A line a careful driver would not
+send (not the strict form: two digits, plain decimal arguments, one digit for on/off settings, nothing after a
+query) is logged and recorded in ``rejected_commands``, for the tests, and then run all the same.
 """
 
 from __future__ import annotations
@@ -28,15 +31,13 @@ import time
 from typing import Callable
 
 from alpaca_focuser.emulator import myfp2_commands
-from alpaca_focuser.emulator.framing import RequestFramer
+from alpaca_focuser.emulator.framing import SerialLine, arduino_to_int
 from alpaca_focuser.emulator.myfp2_profiles import BOOT_DELAYS, DEFAULT_PROFILE, PROFILES, MyFP2Profile, Settings
 
 __all__ = ["BOOT_DELAYS", "DEFAULT_PROFILE", "PROFILES", "MyFP2Firmware"]
 
 logger = logging.getLogger("alpaca_focuser.emulator")
 
-#: Longest frame body (between ``:`` and ``#``) kept; longer ones are discarded.
-MAX_FRAME_CHARS = 32
 #: The firmware formats replies with snprintf into a 32-byte buffer: anything longer loses its tail (and '#').
 REPLY_LIMIT = 31
 TEMPERATURE_STEP_C = 0.25  # DS18B20 at its default 10-bit resolution
@@ -79,7 +80,7 @@ class MyFP2Firmware:
         self.stepper_power: bool = True
         self.commands: list[str] = []
         self.command_counts: collections.Counter[str] = collections.Counter()
-        #: Frames that were unknown or malformed (also logged as warnings).
+        #: Lines that are unknown commands or not in their strict form (also logged as warnings).
         self.rejected_commands: list[str] = []
         self.boots = 0  #: DTR resets so far
         self.boot_ignored_bytes = 0  #: input dropped while booting
@@ -89,7 +90,7 @@ class MyFP2Firmware:
         self.settings: Settings = settings.copy()  # what it runs with; reloaded from the saved copy on boot
         self._saved_position = start
         self._offset = 0  # physical position - the firmware's counter (changes on sync and on reboot)
-        self._requests = RequestFramer(MAX_FRAME_CHARS, skip="\r\n" if self.profile.ignores_line_endings else "")
+        self._requests = SerialLine(skip="\r\n" if self.profile.ignores_line_endings else "")
         self._start_up(start, clock())
 
     # ------------------------------------------------------------------ state
@@ -325,7 +326,7 @@ class MyFP2Firmware:
 
     # ---------------------------------------------------------------- framing
     def reset_input(self) -> None:
-        """Drop any partial frame."""
+        """Empty the line (what a reboot does)."""
         self._requests.reset()
 
     def feed(self, data: bytes) -> bytes:
@@ -340,24 +341,21 @@ class MyFP2Firmware:
         replies = [self._execute(body) for body in self._requests.feed(data)]
         return [reply for reply in replies if reply is not None]
 
-    def _reject(self, body: str, why: str) -> None:
-        self.rejected_commands.append(body)
-        logger.warning("myfp2: ignoring %s command %r", why, body)
+    @property
+    def line(self) -> str:
+        """What the firmware's line holds now: the next bare ``#`` runs it."""
+        return self._requests.line
 
     def _execute(self, body: str) -> bytes | None:
         self.commands.append(body)
-        name = body[:2]
-        self.command_counts[name] += 1
-        numbered = len(name) == 2 and name.isascii() and name.isdigit()
-        handler = myfp2_commands.COMMANDS.get(int(name)) if numbered else None
+        self.command_counts[body[:2]] += 1
+        if not myfp2_commands.well_formed(body):
+            self.rejected_commands.append(body)
+            logger.warning("myfp2: %r is not a well-formed command; running it as the firmware reads it", body)
+        handler = myfp2_commands.COMMANDS.get(arduino_to_int(body[:2]))
         if handler is None:
-            self._reject(body, "unknown" if numbered else "malformed")
-            return None
+            return None  # the switch has no such case
         now = self._clock()
         self._catch_up(now)
-        try:
-            reply = handler(self, body[2:], now)
-        except myfp2_commands.Malformed:
-            self._reject(body, "malformed")
-            return None
+        reply = handler(self, body[2:], now)
         return None if reply is None else reply.encode("latin-1")[:REPLY_LIMIT]

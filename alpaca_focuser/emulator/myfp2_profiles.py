@@ -35,15 +35,16 @@ class Settings:
 
     max_step: int = 10000
     step_mode: int = 1
-    reverse: bool = False
-    coil_power: bool = False
+    # On/off settings hold the byte the firmware stores: 0 or 1 from a well-formed command (see myfp2_commands).
+    reverse: int = False
+    coil_power: int = False
     motor_speed: int = 2  # 0 slow, 1 medium, 2 fast
     step_delay_us: int = 5000
     temp_coefficient: int = 20
     tc_direction: int = 0  # 0 in, 1 out
-    temp_compensation: bool = False
-    backlash_in_enabled: bool = False
-    backlash_out_enabled: bool = False
+    temp_compensation: int = False
+    backlash_in_enabled: int = False
+    backlash_out_enabled: int = False
     backlash_in_steps: int = 0
     backlash_out_steps: int = 0
     delay_after_move_ms: int = 0
@@ -90,7 +91,9 @@ class MyFP2Profile:
     temperature_while_moving: bool
     #: ESP builds keep the coefficient in a byte (300 -> 44); the Nano clamps it to 0..1000.
     byte_temp_coefficient: bool
-    #: The ESP serial parser skips CR/LF inside a frame; the Nano's keeps them (and so garbles the command).
+    #: The ESP serial parser (comms.h ``processserial``) skips CR and LF; the Nano's ``serialEvent`` appends them
+    #: to the line like any other byte. The ESP also reads an on/off argument as ``receiveString[3]``, the ``#``
+    #: it put back when the argument is missing.
     ignores_line_endings: bool
 
 
