@@ -134,10 +134,12 @@ def test_move_exact_and_the_position_saved_at_once(make_myfp2_emu: Any, make_dri
     assert driver.status().moving  # the instant move_to returns
     wait_for(lambda: not driver.status().moving, 3.0, "the move to end")
     assert driver.status().position == 1600 == emu.firmware.position
+    wait_for(lambda: "48" in commands(emu), 3.0, "the save")
     cmds = commands(emu)
     i = cmds.index("051600")
     assert cmds[i + 1] == "39"  # the target read back
-    assert cmds[-1] == "48" and "27" not in cmds  # saved once stopped; no halt
+    # saved once stopped (idle polls may follow it), exactly once, and no halt
+    assert cmds.count("48") == 1 and cmds.index("48") > i + 1 and "27" not in cmds
     emu.firmware.update()
     assert emu.firmware.saved_position == 1600  # in EEPROM now, not 10 s later
 
