@@ -179,8 +179,12 @@ class FocuserServer:
             # select() hands it dead file descriptors (EBADF). The trigger also wakes the loop at once.
             triggers = [d for d in server_map.values() if isinstance(d, trigger.trigger)]
             if triggers and self._http_thread is not None and self._http_thread.is_alive():
-                triggers[0].pull_trigger(lambda: wasyncore.close_all(server_map))
-                self._http_thread.join(timeout=3)
+                try:
+                    triggers[0].pull_trigger(lambda: wasyncore.close_all(server_map))
+                except OSError:  # the loop closed its trigger as it ended: nothing left to wake
+                    pass
+                else:
+                    self._http_thread.join(timeout=3)
             wasyncore.close_all(server_map)  # no-op when the loop already did it
             if self._http_thread is not None:
                 self._http_thread.join(timeout=3)

@@ -114,7 +114,8 @@ def test_pairs_keep_the_clients_position_not_where_compensation_moved(make_rig: 
     assert rig.wait_stopped() == 5000
     rig.set_temperature(9.0)  # compensation moves the focuser during the idle time
     wait_for(lambda: rig.device.temp_comp_corrections >= 1, timeout=10)
-    wait_for(lambda: learned(rig)["points"] == 1, timeout=IDLE_S + 10)
+    wait_for(lambda: len(saved_pairs(rig)) == 1, timeout=IDLE_S + 10)  # recorded, then written to the state file
+    assert learned(rig)["points"] == 1
     (pair,) = saved_pairs(rig)
     assert (pair["temperature"], pair["position"]) == (10.0, 5000)
     assert rig.position() > 5000
