@@ -153,6 +153,8 @@ def test_temp_comp_state_and_corrections_follow_the_focuser(server_factory: Any)
         client.put("action", Action="SimulatorSetTemperature", Parameters="10")
         client.put("move", Position=5000)
         wait_until(lambda: client.value("ismoving") is False)
+        # the whole averaging window at 10 C (the simulator drifted before), so the reference is 10 C
+        wait_until(lambda: server.devices[0].averaged_temperature() == 10.0)
         samples = scrape(server)
         assert focuser(samples, "alpaca_focuser_temp_comp") == 0
         assert focuser(samples, "alpaca_focuser_temp_comp_corrections_total") == 0

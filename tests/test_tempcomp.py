@@ -20,6 +20,7 @@ from alpaca_focuser.config import FocuserConfig
 from alpaca_focuser.drivers.simulator import SimulatorDriver
 from alpaca_focuser.errors import NotImplementedAscomError
 from alpaca_focuser.focuser.device import FocuserDevice
+from alpaca_focuser.focuser.tempcomp import round_half_away
 from alpaca_focuser.state import StateStore
 from focusing_rig import BACKENDS, Rig, make_rig, wait_for  # noqa: F401  (make_rig is a fixture)
 
@@ -249,7 +250,20 @@ def test_halt_pauses_compensation_until_tempcomp_is_set_again(make_rig: MakeRig)
     rig.set_temperature(8.0)
     wait_for(lambda: rig.device.temp_comp_corrections >= 1, timeout=10)
     wait_quiet(rig, quiet_for=2.5)
-    assert rig.position() == P0 + 10  # -10 steps/°C * -1 °C from the reference taken at 9.0
+    first = rig.device.temp_comp_events()[0]
+    assert first["temperature"] - first["delta_c"] == pytest.approx(9.0)  # the reference taken at 9.0
+    assert_within_threshold_of_formula(rig, reference=P0, celsius=9.0, coefficient=-10, threshold=0.5)
+
+
+def assert_within_threshold_of_formula(rig: Rig, *, reference: int, celsius: float, coefficient: float,
+                                       threshold: float) -> None:
+    """Quiet after a step from ``celsius`` to the average now: the focuser stands where the formula put it at
+    the last correction, and the average has moved less than the threshold since (the window's average passes
+    through the values between, so the last correction may fire anywhere within the threshold of the end)."""
+    last = rig.device.temp_comp_events()[-1]
+    assert rig.position() == reference + round_half_away(coefficient * (last["temperature"] - celsius))
+    average = rig.averaged()
+    assert average is not None and abs(average - last["temperature"]) < threshold
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
