@@ -38,6 +38,10 @@ from schemathesis.specs.openapi.checks import (
 from alpaca_focuser.app import FocuserServer
 from conftest import SPEC_DIR, make_config, wait_until
 
+# Schemathesis expands its operations into tests per pytest process: under xdist it would not, so this module runs
+# on its own (the README's test command runs `-m solo` after the parallel run).
+pytestmark = pytest.mark.solo
+
 DEVICE_SPEC = Path(SPEC_DIR) / "AlpacaDeviceAPI_v1.yaml"
 MANAGEMENT_SPEC = Path(SPEC_DIR) / "AlpacaManagementAPI_v1.yaml"
 
