@@ -22,16 +22,8 @@ import tomlkit
 from tomlkit.container import Container
 from tomlkit.items import AoT, Table
 
-from alpaca_focuser.config import (
-    FOCUSER_KEYS,
-    KEYS_BY_NAME,
-    Config,
-    ConfigError,
-    FocuserConfig,
-    KeyInfo,
-    _focuser,
-    parse_config,
-)
+from alpaca_focuser.config import Config, ConfigError, FocuserConfig, _focuser, parse_config
+from alpaca_focuser.config_keys import FOCUSER_KEYS, KEYS_BY_NAME, KeyInfo
 
 NEW_FILE_MODE = 0o640  # a new config may hold the setup password hash: not for every local user
 

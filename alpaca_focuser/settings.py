@@ -15,16 +15,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
-from alpaca_focuser.config import (
-    DRIVERS,
-    KEYS_BY_NAME,
-    LIVE,
-    PORT_DRIVERS,
-    RECONNECT,
-    Config,
-    ConfigError,
-    FocuserConfig,
-)
+
+from alpaca_focuser.config import Config, ConfigError, FocuserConfig
+from alpaca_focuser.config_keys import DRIVERS, KEYS_BY_NAME, LIVE, PORT_DRIVERS, RECONNECT
 from alpaca_focuser.errors import InvalidOperationError, InvalidValueError
 from alpaca_focuser.focuser.device import FocuserDevice
 

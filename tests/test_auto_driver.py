@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from alpaca_focuser.config import DRIVERS, FOCUSER_KEYS, KEYS_BY_NAME, ConfigError, parse_config
+from alpaca_focuser.config import ConfigError, parse_config
+from alpaca_focuser.config_keys import DRIVERS, FOCUSER_KEYS, KEYS_BY_NAME
 from alpaca_focuser.drivers import create_driver, probe
 from alpaca_focuser.drivers.auto import AutoDriver
 from alpaca_focuser.drivers.registry import SERIAL_DRIVER_CLASSES, serial_driver_class

@@ -257,7 +257,7 @@ def test_every_focuser_key_is_described_and_every_described_key_is_accepted(tmp_
     unconfigurable from the page, and a described key the loader rejects would make the page fail on save."""
     from dataclasses import fields
 
-    from alpaca_focuser.config import FOCUSER_KEYS
+    from alpaca_focuser.config_keys import FOCUSER_KEYS
 
     described = {k.key for k in FOCUSER_KEYS}
     assert described == {f.name for f in fields(FocuserConfig)}
@@ -276,7 +276,7 @@ def test_config_errors_name_their_table_and_key() -> None:
 
 
 def test_the_config_knows_every_serial_driver_the_registry_builds() -> None:
-    from alpaca_focuser.config import DRIVERS, SERIAL_DRIVERS
+    from alpaca_focuser.config_keys import DRIVERS, SERIAL_DRIVERS
     from alpaca_focuser.drivers.registry import SERIAL_DRIVER_CLASSES, serial_driver_class
 
     assert set(SERIAL_DRIVERS) == set(SERIAL_DRIVER_CLASSES)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from alpaca_focuser import config_writer as cw
-from alpaca_focuser.config import KEYS_BY_NAME, Config, ConfigError, load_config
+from alpaca_focuser.config import Config, ConfigError, load_config
+from alpaca_focuser.config_keys import KEYS_BY_NAME
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config.toml"
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from alpaca_focuser.config import FOCUSER_KEYS, FocuserConfig, KeyInfo
+from alpaca_focuser.config import FocuserConfig
+from alpaca_focuser.config_keys import FOCUSER_KEYS, KeyInfo
 
 WHEN = {"live": "applies at once", "reconnect": "applies when the focuser reconnects",
         "restart": "applies at the next start of the server"}

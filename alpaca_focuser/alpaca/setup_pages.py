@@ -23,7 +23,7 @@ from alpaca_focuser.alpaca.setup_api import (
     HistoryResource,
 )
 from alpaca_focuser.alpaca.setup_form import render_settings_form
-from alpaca_focuser.config import DRIVERS, PORT_DRIVERS
+from alpaca_focuser.config_keys import DRIVERS, PORT_DRIVERS
 from alpaca_focuser.focuser.device import FocuserDevice
 from alpaca_focuser.history import HistorySampler
 from alpaca_focuser.settings import Settings

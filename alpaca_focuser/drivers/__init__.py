@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from alpaca_focuser.config import AUTO, FocuserConfig
+from alpaca_focuser.config import FocuserConfig
+from alpaca_focuser.config_keys import AUTO
 from alpaca_focuser.drivers.base import DriverCapabilities, DriverStatus, FocuserDriver
 
 

@@ -26,7 +26,8 @@ import logging
 import threading
 from dataclasses import replace
 
-from alpaca_focuser.config import AUTO, FocuserConfig
+from alpaca_focuser.config import FocuserConfig
+from alpaca_focuser.config_keys import AUTO
 from alpaca_focuser.drivers.base import DriverCapabilities, DriverStatus, FocuserDriver
 from alpaca_focuser.drivers.link_stats import LinkStats, LinkStatsSnapshot
 from alpaca_focuser.drivers.probe import REOPEN_PAUSE, ProbeResult, probe_port

@@ -19,7 +19,7 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
-from alpaca_focuser.config import TEMP_COMP_COEFFICIENT_RANGE
+from alpaca_focuser.config_keys import TEMP_COMP_COEFFICIENT_RANGE
 from alpaca_focuser.drivers.simulator import SimulatorDriver
 from alpaca_focuser.errors import ActionNotImplementedError, InvalidOperationError, InvalidValueError
 

@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from alpaca_focuser import __version__
-from alpaca_focuser.config import KEYS_BY_NAME, LIVE, RECONNECT, FocuserConfig
+from alpaca_focuser.config import FocuserConfig
+from alpaca_focuser.config_keys import KEYS_BY_NAME, LIVE, RECONNECT
 from alpaca_focuser.drivers.base import DriverStatus, FocuserDriver
 from alpaca_focuser.errors import (
     AscomError,
