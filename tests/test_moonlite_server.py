@@ -200,8 +200,9 @@ def test_noise_never_yields_a_wrong_position_over_http(make_emu: Any, server_fac
     assert all(e.number >= 0x500 for e in errors), [(hex(e.number), e.message) for e in errors]
 
 
-def _serial_rate(emu: MoonliteEmulator, port: int, clients: int, seconds: float) -> tuple[float, int, list[str]]:
-    """(commands/s the emulator received, HTTP replies, bad replies) while ``clients`` threads poll."""
+def _serial_rate(emu: MoonliteEmulator, port: int, clients: int,
+                 seconds: float) -> tuple[float, list[int], list[str]]:
+    """(commands/s the emulator received, HTTP replies per client, bad replies) while ``clients`` threads poll."""
     stop = threading.Event()
     replies = [0] * clients
     bad: list[str] = []
@@ -232,7 +233,7 @@ def _serial_rate(emu: MoonliteEmulator, port: int, clients: int, seconds: float)
     stop.set()
     for t in threads:
         t.join(5.0)
-    return (after - before) / (t1 - t0), sum(replies), bad
+    return (after - before) / (t1 - t0), replies, bad
 
 
 def test_serial_traffic_does_not_depend_on_the_number_of_clients(make_emu: Any, server_factory: Any) -> None:
@@ -252,9 +253,13 @@ def test_serial_traffic_does_not_depend_on_the_number_of_clients(make_emu: Any, 
     assert not bad, bad[:5]
     assert f.IsMoving is True
     f.Halt()
-    print(f"serial commands/s: idle {idle_1:.1f} (1 client, {n_idle_1} replies) / {idle_16:.1f} (16 clients, "
-          f"{n_idle_16} replies); moving {moving_1:.1f} ({n_moving_1}) / {moving_16:.1f} ({n_moving_16})")
-    assert n_idle_16 > 4 * n_idle_1 and n_moving_16 > 4 * n_moving_1  # the 16 clients really did poll more
+    print(f"serial commands/s: idle {idle_1:.1f} (1 client, {sum(n_idle_1)} replies) / {idle_16:.1f} (16 clients, "
+          f"{sum(n_idle_16)} replies); moving {moving_1:.1f} ({sum(n_moving_1)}) / {moving_16:.1f} "
+          f"({sum(n_moving_16)})")
+    # The 16 clients really did poll, all of them, and more than the one client did (how much more depends on the
+    # CPU this process shares with the server: 3.4x in a loaded parallel run, over 4x on a quiet machine).
+    for one, sixteen in ((n_idle_1, n_idle_16), (n_moving_1, n_moving_16)):
+        assert min(sixteen) >= 10 and sum(sixteen) > 1.5 * sum(one), (sum(one), sixteen)
     # Idle: one GP + GT + C per IDLE_POLL; a 3 s window holds 2 to 4 cycles, so compare with the schedule only.
     for rate in (idle_1, idle_16):
         assert 3 * 2 / (3.0 * IDLE_POLL) <= rate <= 3 * 4 / (3.0 * IDLE_POLL) + 0.5, rate
