@@ -20,16 +20,14 @@ reconnects in serial_engine.py. What is left here is what the engine cannot know
 from __future__ import annotations
 
 import logging
-from typing import Callable, TypeVar
-
-import serial
+from typing import Callable, TypeVar, Unpack
 
 from alpaca_focuser.config import FocuserConfig
 from alpaca_focuser.drivers import moonlite_protocol as mp
 from alpaca_focuser.drivers.dialect import (INIT_TRIES, Dialect, Features, LinkSettings, Quirks, Reading,
                                             with_firmware)
 from alpaca_focuser.drivers.protocol import Framer, ProtocolError
-from alpaca_focuser.drivers.serial_engine import SerialEngine
+from alpaca_focuser.drivers.serial_engine import EngineOptions, SerialEngine
 from alpaca_focuser.drivers.serial_link import SerialLink
 
 log = logging.getLogger(__name__)
@@ -153,16 +151,10 @@ class MoonliteDriver(SerialEngine):
         return cls(cfg.port, baud=cfg.baud, read_timeout=cfg.read_timeout, speed_code=cfg.speed,
                    half_step=cfg.half_step, name=cfg.name)
 
-    def __init__(self, port: str, *, baud: int | None = None, read_timeout: float = 0.5, speed_code: int | None = None,
-                 half_step: bool | None = None, name: str = "moonlite", moving_poll_interval: float = 0.1,
-                 idle_poll_interval: float = 1.0, handshake_timeout: float = 3.0,
-                 reconnect_max_backoff: float = 10.0,
-                 serial_factory: Callable[..., serial.Serial] = serial.Serial) -> None:
+    def __init__(self, port: str, *, speed_code: int | None = None, half_step: bool | None = None,
+                 **engine: Unpack[EngineOptions]) -> None:
         self.moonlite = MoonliteDialect(speed_code=speed_code, half_step=half_step)
-        super().__init__(port, self.moonlite, baud=baud, read_timeout=read_timeout, name=name,
-                         moving_poll_interval=moving_poll_interval, idle_poll_interval=idle_poll_interval,
-                         handshake_timeout=handshake_timeout, reconnect_max_backoff=reconnect_max_backoff,
-                         serial_factory=serial_factory)
+        super().__init__(port, self.moonlite, **engine)
 
     @property
     def step_delay(self) -> int | None:

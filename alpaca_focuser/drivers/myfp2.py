@@ -34,13 +34,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, Unpack
 
 from alpaca_focuser.config import FocuserConfig
 from alpaca_focuser.drivers import myfp2_protocol as mp
 from alpaca_focuser.drivers.dialect import INIT_TRIES, Dialect, Features, LinkSettings, Quirks, Reading
 from alpaca_focuser.drivers.protocol import DRAIN_TIME, Cancelled, Framer, NoController, ProtocolError
-from alpaca_focuser.drivers.serial_engine import SerialEngine
+from alpaca_focuser.drivers.serial_engine import EngineOptions, SerialEngine
 from alpaca_focuser.drivers.serial_link import SerialLink
 from alpaca_focuser.errors import DriverError
 
@@ -396,9 +396,8 @@ class MyFP2Driver(SerialEngine):
             temp_comp=cfg.controller_temp_comp, server_backlash=cfg.backlash_steps, server_reverse=cfg.reverse)
         return cls(cfg.port, baud=cfg.baud, read_timeout=cfg.read_timeout, name=cfg.name, options=options)
 
-    def __init__(self, port: str, *, options: MyFP2Options | None = None, name: str = "myfp2",
-                 **engine: Any) -> None:
+    def __init__(self, port: str, *, options: MyFP2Options | None = None, **engine: Unpack[EngineOptions]) -> None:
         """``engine``: SerialEngine's settings (baud, read_timeout, poll intervals, ...); unset ones take the
         dialect's defaults (9600 baud)."""
         self.myfp2 = MyFP2Dialect(options)
-        super().__init__(port, self.myfp2, name=name, **engine)
+        super().__init__(port, self.myfp2, **engine)

@@ -28,16 +28,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import Callable
-
-import serial
+from typing import Callable, Unpack
 
 from alpaca_focuser.config import FocuserConfig
 from alpaca_focuser.drivers import pegasus_protocol as pp
 from alpaca_focuser.drivers.dialect import INIT_TRIES, Dialect, Features, LinkSettings, Quirks, Reading
 from alpaca_focuser.drivers.protocol import (DRAIN_TIME, Cancelled, Framer, NoController, ProtocolError,
                                              ReplyTimeout, show_frame)
-from alpaca_focuser.drivers.serial_engine import SerialEngine
+from alpaca_focuser.drivers.serial_engine import EngineOptions, SerialEngine
 from alpaca_focuser.drivers.serial_link import SerialLink
 from alpaca_focuser.errors import DriverError
 
@@ -291,20 +289,13 @@ class PegasusDriver(SerialEngine):
                    switch_to_stepper=bool(cfg.switch_to_stepper), server_backlash=cfg.backlash_steps,
                    server_reverse=cfg.reverse)
 
-    def __init__(self, port: str, *, baud: int | None = None, read_timeout: float = 0.5, name: str = "pegasus",
-                 speed: int | None = None, backlash: int | None = None, reverse: bool | None = None,
-                 led: bool | None = None, switch_to_stepper: bool = False, server_backlash: int = 0,
-                 server_reverse: bool = False, moving_poll_interval: float | None = None,
-                 idle_poll_interval: float | None = None, handshake_timeout: float | None = None,
-                 reconnect_max_backoff: float = 10.0,
-                 serial_factory: Callable[..., serial.Serial] = serial.Serial) -> None:
+    def __init__(self, port: str, *, speed: int | None = None, backlash: int | None = None,
+                 reverse: bool | None = None, led: bool | None = None, switch_to_stepper: bool = False,
+                 server_backlash: int = 0, server_reverse: bool = False, **engine: Unpack[EngineOptions]) -> None:
         self.pegasus = PegasusDialect(speed=speed, backlash=backlash, reverse=reverse, led=led,
                                       switch_to_stepper=switch_to_stepper, server_backlash=server_backlash,
                                       server_reverse=server_reverse)
-        super().__init__(port, self.pegasus, baud=baud, read_timeout=read_timeout, name=name,
-                         moving_poll_interval=moving_poll_interval, idle_poll_interval=idle_poll_interval,
-                         handshake_timeout=handshake_timeout, reconnect_max_backoff=reconnect_max_backoff,
-                         serial_factory=serial_factory)
+        super().__init__(port, self.pegasus, **engine)
 
     @property
     def model(self) -> str | None:

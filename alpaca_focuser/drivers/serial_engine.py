@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar, TypedDict
 
 import serial
 
@@ -43,6 +43,21 @@ if TYPE_CHECKING:
     from alpaca_focuser.config import FocuserConfig
 
 log = logging.getLogger(__name__)
+
+
+class EngineOptions(TypedDict, total=False):
+    """``SerialEngine``'s keyword arguments, for the drivers that pass them through (``**engine:
+    Unpack[EngineOptions]``): left out, each takes the engine's default, which for the link timings and the baud
+    rate is the dialect's (``LinkSettings``)."""
+
+    baud: int | None
+    read_timeout: float
+    name: str | None
+    moving_poll_interval: float | None
+    idle_poll_interval: float | None
+    handshake_timeout: float | None
+    reconnect_max_backoff: float
+    serial_factory: Callable[..., serial.Serial]
 
 
 class SerialEngine(FocuserDriver):
