@@ -17,22 +17,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import sys
 import tempfile
 import time
-import tty
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from alpaca_focuser.config import parse_config
 from alpaca_focuser.drivers.auto import AutoDriver
 from alpaca_focuser.drivers.probe import REOPEN_PAUSE, ProbeResult, candidates, probe_port
 from alpaca_focuser.drivers.registry import SERIAL_DRIVER_CLASSES, serial_driver_class
 from alpaca_focuser.emulator.cli import PROTOCOLS
-from alpaca_focuser.emulator.pty_link import PtyLink
+from alpaca_focuser.emulator.pty_link import PtyLink, silent_pty
 from alpaca_focuser.errors import DriverError
 from alpaca_focuser.focuser.device import CONNECT_TIMEOUT
 
@@ -84,20 +81,6 @@ def auto_connect(link: str) -> float:
     return seconds
 
 
-@contextmanager
-def silent_port(link: str) -> Iterator[None]:
-    """A pty behind ``link`` that nobody answers."""
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    os.symlink(os.ttyname(slave), link)
-    os.close(slave)
-    try:
-        yield
-    finally:
-        os.unlink(link)
-        os.close(master)
-
-
 def first_choice_gone(link: str, replacement: tuple[str, str] | None) -> tuple[float, str]:
     """``auto`` connected to a myFocuserPro2 Nano (the longest handshake window), disconnected; the controller is
     then gone and the port silent (``replacement`` None) or an emulated ``(protocol, profile)`` answers there.
@@ -112,7 +95,7 @@ def first_choice_gone(link: str, replacement: tuple[str, str] | None) -> tuple[f
             emu.stop()
         time.sleep(REOPEN_PAUSE)
         if replacement is None:
-            with silent_port(link):
+            with silent_pty(link):
                 seconds, outcome = timed(lambda: _connect(driver))
         else:
             emu = emulate(*replacement, {}, 0.0, link)
@@ -167,7 +150,7 @@ def main() -> int:
                     emu.stop()
             print(f"{name:18} {board:16} {statistics.median(probes):6.2f} {statistics.median(answers):7.2f} "
                   f"{statistics.median(connects):6.2f}   {attempts(last)}")
-        with silent_port(link):
+        with silent_pty(link):
             seconds, result = timed(lambda: probe_port(link))
         print(f"\n{'silent port':18} {'-':16} {seconds:6.2f} {'-':>7} {'-':>6}   {attempts(result)}")
 

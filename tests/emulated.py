@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import re
-import tty
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -105,17 +103,3 @@ def only_queries(protocol: str, emu: PtyLink, since: int = 0) -> list[str]:
     bad = [c for c in commands if harmful(protocol, c, c in rejected)]
     assert not bad, f"{protocol} firmware was sent more than queries: {bad} (all: {commands})"
     return commands
-
-
-# --- a port nothing answers on ----------------------------------------------------------------------------------
-def silent_pty(link: str) -> Iterator[str]:
-    """A pty (behind ``link``) that nobody reads or answers: the master is held open and left alone."""
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    os.symlink(os.ttyname(slave), link)
-    os.close(slave)
-    try:
-        yield link
-    finally:
-        os.unlink(link)
-        os.close(master)

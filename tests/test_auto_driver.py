@@ -23,12 +23,12 @@ from alpaca_focuser.config_keys import DRIVERS, FOCUSER_KEYS, KEYS_BY_NAME
 from alpaca_focuser.drivers import create_driver, probe
 from alpaca_focuser.drivers.auto import AutoDriver
 from alpaca_focuser.drivers.registry import SERIAL_DRIVER_CLASSES, serial_driver_class
-from alpaca_focuser.emulator.pty_link import PtyLink
+from alpaca_focuser.emulator.pty_link import PtyLink, silent_pty
 from alpaca_focuser.errors import DEVICE_NOT_RESPONDING, SERIAL_PORT_ERROR, DriverError
 from alpaca_focuser.focuser.device import CONNECT_TIMEOUT
 from alpaca_http import AlpacaHttp
 from conftest import REPO, make_config, started_until_teardown, wait_until
-from emulated import DEFAULT_PROFILES, FIRMWARE_VERSION, need_driver, only_queries, silent_pty, start_emulator
+from emulated import DEFAULT_PROFILES, FIRMWARE_VERSION, need_driver, only_queries, start_emulator
 
 WINDOW = 1.5  # each handshake's window while probing (see test_probe.py)
 AUTO_CONNECT_SPARE = 4.0  # seconds auto's worst connect must leave of the device's CONNECT_TIMEOUT
@@ -116,7 +116,7 @@ def test_auto_connects_to_what_answers_and_describes_it(emulator: Any, make_auto
 
 
 def test_auto_probes_on_the_worker_thread_and_close_cancels_it(make_auto: Any, short_dir: Path) -> None:
-    for path in silent_pty(str(short_dir / "quiet")):
+    with silent_pty(str(short_dir / "quiet")) as path:
         driver = make_auto(path)
         driver.probe_timeout = 10.0
         failure: list[BaseException] = []
@@ -155,7 +155,7 @@ def test_auto_connect_errors_say_what_was_tried(make_auto: Any, short_dir: Path)
     with pytest.raises(DriverError) as missing:
         make_auto(str(short_dir / "none")).connect()
     assert missing.value.number == SERIAL_PORT_ERROR and "No such file" in missing.value.message
-    for path in silent_pty(str(short_dir / "quiet")):
+    with silent_pty(str(short_dir / "quiet")) as path:
         with pytest.raises(DriverError) as silent:
             make_auto(path).connect()
     assert silent.value.number == DEVICE_NOT_RESPONDING
@@ -212,7 +212,7 @@ def test_auto_reconnect_tries_the_first_choice_then_probes_again(emulator: Any, 
     assert driver.probes == 1 and handshakes["GV"] == 3
     driver.disconnect()
     first.stop()
-    for _ in silent_pty(link):  # something that does not answer is plugged in instead
+    with silent_pty(link):  # something that does not answer is plugged in instead
         with pytest.raises(DriverError, match="No focuser controller answered"):
             driver.connect()
     assert driver.probes == 2

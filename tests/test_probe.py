@@ -25,11 +25,10 @@ from alpaca_focuser.drivers.dialect import LinkSettings
 from alpaca_focuser.drivers.moonlite import MoonliteDialect, MoonliteDriver
 from alpaca_focuser.drivers.ports import PortInfo, format_ports
 from alpaca_focuser.drivers.registry import SERIAL_DRIVER_CLASSES
-from alpaca_focuser.emulator.pty_link import PtyLink
+from alpaca_focuser.emulator.pty_link import PtyLink, silent_pty
 from alpaca_focuser.errors import SERIAL_PORT_ERROR
 from conftest import REPO
-from emulated import (DEFAULT_PROFILES, FIRMWARE_VERSION, PROFILES, emulators, harmful, need_driver, only_queries,
-                      silent_pty)
+from emulated import DEFAULT_PROFILES, FIRMWARE_VERSION, PROFILES, emulators, harmful, need_driver, only_queries
 
 #: Unsolicited noise that no protocol's reply grammar accepts. (A well-formed reply, such as Moonlite's "123#",
 #: arriving just after a query is indistinguishable from the answer on any of these protocols.)
@@ -143,7 +142,7 @@ def test_probe_waits_out_the_boot_of_a_board_that_resets_on_every_open(emulator:
 
 
 def test_probe_of_a_silent_port_says_what_was_tried(tmp_path: Path) -> None:
-    for path in silent_pty(str(tmp_path / "ttySilent")):
+    with silent_pty(str(tmp_path / "ttySilent")) as path:
         started = time.monotonic()
         result = probe.probe_port(path, timeout=0.6)
         took = time.monotonic() - started
@@ -237,7 +236,7 @@ def test_a_handshake_that_sends_more_than_queries_is_refused_before_it_reaches_t
 
 def test_stopping_cancels_a_probe_at_once(tmp_path: Path) -> None:
     stop = threading.Event()
-    for path in silent_pty(str(tmp_path / "ttySilent")):
+    with silent_pty(str(tmp_path / "ttySilent")) as path:
         threading.Timer(0.3, stop.set).start()
         started = time.monotonic()
         with pytest.raises(probe.Cancelled):
@@ -259,7 +258,7 @@ def test_probe_command_exit_status_and_output(emulator: Any, tmp_path: Path) -> 
     assert f"{emu.device_path}: moonlite (firmware 10)" in found.stdout
     assert "  moonlite at 9600 baud: answered in" in found.stdout
     assert f'driver = "moonlite" (or "auto"), port = "{emu.device_path}"' in found.stdout
-    for path in silent_pty(str(tmp_path / "ttySilent")):
+    with silent_pty(str(tmp_path / "ttySilent")) as path:
         nothing = cli("probe", path, "--timeout", "0.6")
     assert nothing.returncode == 1, nothing.stderr
     assert f"{path}: nothing answered (tried " in nothing.stdout and "moonlite at 9600 baud" in nothing.stdout

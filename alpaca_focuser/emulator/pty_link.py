@@ -49,8 +49,9 @@ import threading
 import time
 import tty
 from collections import deque
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Callable, Self
+from typing import Callable, Iterator, Self
 
 from alpaca_focuser.emulator.base import Firmware
 from alpaca_focuser.emulator.firmware import MoonliteFirmware
@@ -426,3 +427,18 @@ class MoonliteEmulator(PtyLink):
         )
         super().__init__(firmware, link_path, boot_delay, name="moonlite", reply_delay=reply_delay,
                          split_pause=split_pause, line_baud=line_baud)
+
+
+@contextmanager
+def silent_pty(link: str) -> Iterator[str]:
+    """A pty behind the symlink ``link`` that nobody reads or answers (a powered-off or foreign device): the master
+    is held open and left alone. Yields ``link``; removed on exit."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.symlink(os.ttyname(slave), link)
+    os.close(slave)
+    try:
+        yield link
+    finally:
+        os.unlink(link)
+        os.close(master)
