@@ -188,3 +188,21 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.002) -> Any:
+    """Poll ``predicate`` until it is truthy and return its value; after ``timeout`` fail the test, naming ``what``.
+    (The driver tests poll at this finer interval: they time halts and faults.)"""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+    return value
+
+
+def seconds_until(predicate: Callable[[], Any], timeout: float, what: str) -> float:
+    """How long ``predicate`` took to hold, polled and failed as by ``wait_for``."""
+    start = time.monotonic()
+    wait_for(predicate, timeout, what)
+    return time.monotonic() - start

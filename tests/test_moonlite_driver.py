@@ -12,19 +12,9 @@ import pytest
 from alpaca_focuser.drivers.moonlite import MoonliteDriver
 from alpaca_focuser.emulator.pty_link import MoonliteEmulator
 from alpaca_focuser.errors import DEVICE_NOT_RESPONDING, SERIAL_PORT_ERROR, DriverError
-from conftest import send_malformed_frames
+from conftest import seconds_until, send_malformed_frames, wait_for
 
 POLL = 0.1  # the driver's default moving poll interval
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds it took for ``predicate`` to hold; fails the test after ``timeout``."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
-    return time.monotonic() - start
 
 
 @pytest.fixture
@@ -83,7 +73,7 @@ def test_halt_mid_move(make_emu: Any, make_driver: Any) -> None:
     driver.move_to(5000)
     wait_for(lambda: driver.status().position > 100, 2.0, "the motor to start")
     driver.halt()
-    stopped_in = wait_for(lambda: not driver.status().moving, 2.0, "the halt")
+    stopped_in = seconds_until(lambda: not driver.status().moving, 2.0, "the halt")
     assert stopped_in < POLL + 0.1
     assert driver.halt_sent_at is not None and driver.halt_requested_at is not None
     assert driver.halt_sent_at - driver.halt_requested_at < 0.05
@@ -153,7 +143,7 @@ def test_unplug_mid_move_then_replug(make_emu: Any, make_driver: Any) -> None:
     driver.move_to(3000)
     wait_for(lambda: driver.status().position > 1100, 2.0, "the motor to start")
     emu.unplug()  # the controller stays powered and keeps moving
-    fault_in = wait_for(lambda: driver.status().fault is not None, 2.0, "the fault")
+    fault_in = seconds_until(lambda: driver.status().fault is not None, 2.0, "the fault")
     status = driver.status()
     assert fault_in < 2.0 and status.connected and not status.moving
     assert emu.device_path in (status.fault or "") and 1100 < status.position < 3000  # last known, kept
@@ -174,7 +164,7 @@ def test_silent_controller_while_connected_faults_then_recovers(make_emu: Any, m
     emu = make_emu(position=42)
     driver = make_driver(emu)
     emu.silent = True
-    fault_in = wait_for(lambda: driver.status().fault is not None, 3.0, "the fault")
+    fault_in = seconds_until(lambda: driver.status().fault is not None, 3.0, "the fault")
     assert fault_in < 2.7  # up to one idle interval before the first failed poll, then 3 x read_timeout
     assert "no valid reply" in (driver.status().fault or "")
     assert driver.status().fault_number == DEVICE_NOT_RESPONDING  # the port is fine; the controller is not
@@ -312,13 +302,13 @@ def test_controller_whose_gi_never_clears(make_emu: Any, make_driver: Any) -> No
     driver = make_driver(emu)
     wait_for(lambda: not driver.status().moving, 4.0, "the power-up 'moving' to be seen through")
     driver.move_to(600)
-    took = wait_for(lambda: not driver.status().moving, 5.0, "the move to be seen as ended")
+    took = seconds_until(lambda: not driver.status().moving, 5.0, "the move to be seen as ended")
     assert 0.5 <= took <= 3.5  # ~0.5 s of motion, then two seconds of GP standing still
     assert driver.status().position == 600 == emu.firmware.position
     driver.move_to(3000)
     wait_for(lambda: driver.status().position > 800, 2.0, "motion")
     driver.halt()
-    took = wait_for(lambda: not driver.status().moving, 3.0, "the halt to be seen")
+    took = seconds_until(lambda: not driver.status().moving, 3.0, "the halt to be seen")
     assert took <= 1.5  # the shorter window after a halt
     assert not emu.firmware.moving and driver.status().position == emu.firmware.position < 3000
 

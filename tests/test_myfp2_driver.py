@@ -23,7 +23,7 @@ from alpaca_focuser.drivers import myfp2_protocol as mp
 from alpaca_focuser.drivers.myfp2 import MyFP2Driver, MyFP2Options
 from alpaca_focuser.emulator.pty_link import PtyLink
 from alpaca_focuser.errors import DEVICE_NOT_RESPONDING, SERIAL_PORT_ERROR, DriverError
-from conftest import send_malformed_frames
+from conftest import seconds_until, send_malformed_frames, wait_for
 from test_serial_engine import halt_during_replies
 
 SET_COMMANDS = {f"{command:02d}" for command in mp.SILENT_COMMANDS}  # 05 moves, 27 halts, the rest set things
@@ -31,16 +31,6 @@ QUICK = {"resets_on_open": False}  # no DTR reboot: for tests that are not about
 CHUNKED = {"split_pause": 0.015, "line_baud": 9600}  # a USB adapter's latency timer, at 9600-baud line timing
 #: Noise a myFocuserPro2 line may carry, besides the Moonlite-shaped junk of conftest.MALFORMED_FRAMES.
 MYFP2_JUNK = (b"P12a#", b"P-5#", b"P99999999#", b"I2#", b"PP#", b"\xff\x00#", b"rst:0x1 (POWERON_RESET)\r\n")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> float:
-    """Seconds it took for ``predicate`` to hold; fails the test after ``timeout``."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.002)
-    return time.monotonic() - start
 
 
 class PositionSampler:
@@ -372,10 +362,10 @@ def test_unplug_while_idle_then_replug_keeps_the_true_position(make_myfp2_emu: A
     wait_for(lambda: not driver.status().moving, 3.0, "the move")
     time.sleep(0.2)
     emu.unplug()  # within the Nano's 10 s before it would save by itself
-    detected = wait_for(lambda: driver.status().fault is not None, 3.0, "the fault")
+    detected = seconds_until(lambda: driver.status().fault is not None, 3.0, "the fault")
     assert driver.status().fault_number == SERIAL_PORT_ERROR and driver.status().position == 3000
     emu.replug()
-    recovered = wait_for(lambda: driver.status().fault is None, 8.0, "the reconnect")
+    recovered = seconds_until(lambda: driver.status().fault is None, 8.0, "the reconnect")
     print(f"unplug detected after {detected:.2f} s (idle: at the next poll); recovered {recovered:.2f} s after "
           f"the replug")
     assert fw.boots == 2 and driver.reconnects == 1
@@ -389,7 +379,7 @@ def test_unplug_mid_move_then_replug(make_myfp2_emu: Any, make_driver: Any, capl
     driver.move_to(3000)
     wait_for(lambda: driver.status().position > 1100, 2.0, "the motor to start")
     emu.unplug()  # the controller stays powered and keeps moving
-    detected = wait_for(lambda: driver.status().fault is not None, 2.0, "the fault")
+    detected = seconds_until(lambda: driver.status().fault is not None, 2.0, "the fault")
     status = driver.status()
     assert status.connected and not status.moving and 1100 < status.position < 3000  # the last known, kept
     assert emu.device_path in (status.fault or "")
@@ -398,7 +388,7 @@ def test_unplug_mid_move_then_replug(make_myfp2_emu: Any, make_driver: Any, capl
     assert err.value.number == SERIAL_PORT_ERROR
     with caplog.at_level(logging.WARNING, logger="alpaca_focuser.drivers.myfp2"):
         emu.replug()
-        recovered = wait_for(lambda: driver.status().fault is None, 8.0, "the reconnect")
+        recovered = seconds_until(lambda: driver.status().fault is None, 8.0, "the reconnect")
     print(f"unplug while moving detected after {detected:.2f} s; recovered {recovered:.2f} s after the replug")
     # The port open rebooted the board: it lost the move and reports the position it had saved before it, while
     # the motor is elsewhere. Nobody can know where: the driver reports the controller's count and says so.

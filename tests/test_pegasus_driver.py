@@ -19,20 +19,11 @@ import pytest
 from alpaca_focuser.drivers.pegasus import PegasusDriver
 from alpaca_focuser.emulator.pty_link import PtyLink
 from alpaca_focuser.errors import DEVICE_NOT_RESPONDING, SERIAL_PORT_ERROR, DriverError
-from conftest import positions_seen, started_until_teardown
+from conftest import positions_seen, started_until_teardown, wait_for
 
 #: Each firmware variant, whether it acknowledges set commands, and its version string.
 VARIANTS = [("recent", True, "3.3"), ("old", False, "2.6"), ("2.8", True, "2.8"), ("reset", False, "2.0")]
 CHUNKED = {"split_pause": 0.015, "line_baud": 19200}  # a USB adapter's latency timer, at the DMFC's line speed
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.002)
-    return value
 
 
 @pytest.fixture

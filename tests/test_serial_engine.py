@@ -18,18 +18,9 @@ from alpaca_focuser.drivers.dialect import Dialect
 from alpaca_focuser.drivers.moonlite import MoonliteDialect
 from alpaca_focuser.drivers.serial_engine import SerialEngine
 from alpaca_focuser.emulator.pty_link import MoonliteEmulator, PtyLink
-from conftest import started_until_teardown
+from conftest import started_until_teardown, wait_for
 
 CHUNKED = {"split_pause": 0.015, "line_baud": 9600}  # a USB adapter's latency timer, at 9600-baud line timing
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.001)
-    return value
 
 
 @pytest.fixture
